@@ -8,9 +8,9 @@ functional model, round-trips its config through JSON, and runs one ``fit`` step
 import json
 
 import numpy as np
+import tensorflow as tf
 
 import neuroicl_tf  # noqa: F401  (sets up tf-keras before TensorFlow is used)
-import tensorflow as tf
 
 
 def _as_tensors(inputs):
