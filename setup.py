@@ -23,8 +23,10 @@ EXTRAS_REQUIRE = {
     "torch": ["torch"],
 }
 
+# Every command is a thin module in scripts/ with a main(); see docs/cli.md.
 COMMANDS = {
-    "demo": "scripts.demo:main",
+    verb: f"scripts.{verb}:main"
+    for verb in ("demo", "train", "predict", "synth", "convert", "export", "evaluate")
 }
 
 setup(
