@@ -339,8 +339,9 @@ def test_flip_swaps_left_right_labels():
 
 def test_neuroverse3d_paper_probabilities():
     aug = A.neuroverse3d_spatial_augmentation(paper_probabilities=True)
-    assert aug.p_affine == aug.p_rotation == aug.p_elastic == 0.05
-    assert A.neuroverse3d_spatial_augmentation().p_affine == 1.0
+    assert aug.p_affine == aug.p_rotation == aug.p_elastic == aug.p_flip == 0.05
+    strong = A.neuroverse3d_spatial_augmentation()
+    assert strong.p_affine == 1.0 and strong.flip_axis == 0 and strong.swap_lr_labels
 
 
 # ----------------------------------------------------------------------------------------------

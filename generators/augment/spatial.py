@@ -170,7 +170,9 @@ class SpatialAugmentation:
             for axis in range(nd):
                 coarse = rng.normal(0.0, std, size=points)
                 coords[axis] += _upsample_separable(coarse, shape).astype(np.float32)
-        flip = self.flip_axis is not None and self.flip_axis < nd and rng.random() < self.p_flip
+        if self.flip_axis is not None and self.flip_axis >= nd:
+            raise ValueError(f"flip_axis {self.flip_axis} is not an axis of a {nd}D subject")
+        flip = self.flip_axis is not None and rng.random() < self.p_flip
         return coords, bool(flip)
 
     def __call__(self, subject, rng):
@@ -205,21 +207,33 @@ class SpatialAugmentation:
 
 
 def neuralizer_spatial_augmentation(**overrides):
-    """Strong per-subject affine + elastic augmentation for 2D Neuralizer episodes (no flips)."""
+    """Strong per-subject affine + elastic augmentation for 2D Neuralizer episodes.
+
+    No flips by default: which array axis of a 2D slice runs left-right depends on the slice
+    orientation (with :mod:`generators.sources`' RAS+ volumes it is axis 0 for coronal and axial
+    slices; pass ``flip_axis=0`` there, never for sagittal slices).
+
+    Args:
+        **overrides: any :class:`SpatialAugmentation` argument.
+    """
     return SpatialAugmentation(**overrides)
 
 
 def neuroverse3d_spatial_augmentation(paper_probabilities=False, **overrides):
     """Per-subject spatial augmentation for 3D Neuroverse3D episodes.
 
+    Flips along axis 0, the left-right axis of :mod:`generators.sources`' RAS+ volumes, with the
+    FreeSurfer left/right labels swapped so that lateralised tasks stay consistent.
+
     Args:
         paper_probabilities: use the paper's p = 0.05 for each of affine, elastic, flip and
-            rotation (SPEC §4.5). The default (False) applies them always, because with p = 0.05
-            nearly all subjects stay aligned and the model can learn label fusion.
+            rotation (SPEC §4.5). The default (False) applies affine and elastic always and
+            flips with p = 0.5, because with p = 0.05 nearly all subjects stay aligned and the
+            model can learn label fusion (training notes).
         **overrides: any :class:`SpatialAugmentation` argument.
     """
-    params = {}
+    params = {"flip_axis": 0}
     if paper_probabilities:
-        params = {"p_rotation": 0.05, "p_affine": 0.05, "p_elastic": 0.05, "p_flip": 0.05}
+        params.update(p_rotation=0.05, p_affine=0.05, p_elastic=0.05, p_flip=0.05)
     params.update(overrides)
     return SpatialAugmentation(**params)
