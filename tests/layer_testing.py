@@ -20,9 +20,9 @@ def _as_tensors(inputs):
 def _symbolic(inputs, symbolic_shapes=None):
     """Keras Inputs shaped like ``inputs`` (batch dim free), or as given in ``symbolic_shapes``."""
     if symbolic_shapes is None:
-        symbolic_shapes = tf.nest.map_structure(lambda x: tuple(x.shape[1:]), inputs)
+        # One map over the inputs: a shape tuple must not be read as a nested structure.
         return tf.nest.map_structure(
-            lambda x, s: tf.keras.Input(shape=s, dtype=x.dtype), inputs, symbolic_shapes
+            lambda x: tf.keras.Input(shape=tuple(x.shape[1:]), dtype=x.dtype), inputs
         )
     flat_inputs = tf.nest.flatten(inputs)
     flat_shapes = symbolic_shapes if isinstance(symbolic_shapes, list) else [symbolic_shapes]
