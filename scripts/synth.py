@@ -222,9 +222,11 @@ def write_montage(rows, path, dpi=100, title=None):
                 ax.set_title(COLUMNS[c], fontsize=9)
             if c == 0:
                 ax.set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
-    if title:
-        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    if title:  # after tight_layout, in a strip it leaves free at the top
+        top = 1.0 - 0.35 / fig.get_figheight()
+        fig.subplots_adjust(top=top - 0.15 / fig.get_figheight())
+        fig.suptitle(title, fontsize=10, y=0.998, va="top")
     folder = os.path.dirname(os.path.abspath(path))
     handle, tmp = tempfile.mkstemp(prefix=".neuroicl-synth-", suffix=".png", dir=folder)
     os.close(handle)
