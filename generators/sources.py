@@ -621,45 +621,80 @@ def _deform(volume, rng, max_scale=0.08, max_rotation=8.0, warp_mm=3.0, warp_spa
     return Volume(_compact(labels.reshape(shape)), volume.spacing, images)
 
 
+MNI_FILES = {
+    "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+    "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
+    "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
+}
+
+
+def mni_files():
+    """Paths of the MNI152 2009 template files inside the installed nilearn wheel.
+
+    Found through ``importlib`` without importing nilearn (which imports scikit-learn, seconds).
+
+    Raises:
+        ValueError: if nilearn is not installed or its data folder lacks the files.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError("MNISubjects needs the nilearn package (pip install nilearn)")
+    folder = os.path.join(list(spec.submodule_search_locations)[0], "datasets", "data")
+    paths = {k: os.path.join(folder, v) for k, v in MNI_FILES.items()}
+    missing = [p for p in paths.values() if not os.path.isfile(p)]
+    if missing:
+        raise ValueError(f"MNISubjects: the nilearn data files {missing} are missing; this "
+                         "nilearn version does not ship the MNI152 2009 template")
+    return paths
+
+
+def _block_mean(volume, factor):
+    pad = [(0, (-s) % factor) for s in volume.shape]
+    volume = np.pad(volume, pad)
+    shape = [n for s in volume.shape for n in (s // factor, factor)]
+    return volume.reshape(shape).mean(axis=(1, 3, 5))
+
+
 @functools.lru_cache(maxsize=2)
 def mni_label_map(resolution=2):
     """Tissue label map derived from the MNI152 2009 template shipped in the nilearn wheel.
 
-    The nilearn files (template, GM and WM probability maps) are read from inside the installed
-    package; no network access is needed. The template is skull-stripped, so the head outside
-    the brain is synthesised from the distance to the brain: a CSF rim (2 mm), skull (6 mm) and
-    scalp (6 mm). Inside the brain mask each voxel takes its most probable tissue (CSF = 1 - GM
-    - WM) and is split by hemisphere (x < 0 is left) and by rough MNI-coordinate rules into
-    cerebral GM/WM, cerebellar GM/WM, brain stem, deep grey matter (GM deeper than 14 mm) and
-    lateral ventricles (CSF deeper than 8 mm). The regions are approximate (this is not an
-    atlas) but give several anatomically placed labels.
+    The template and its GM and WM probability maps (1 mm, RAS) are read with nibabel from the
+    data folder of the installed nilearn package (:func:`mni_files`; no network, no nilearn
+    import), scaled to [0, 1] (/255) and, for 2 mm, averaged over 2x2x2 blocks. The brain mask
+    is template > 0.2 (nilearn's ``load_mni152_brain_mask`` rule) with holes filled. The
+    template is skull-stripped, so the head outside the brain is synthesised from the distance
+    to the brain: a CSF rim (2 mm), skull (6 mm) and scalp (6 mm). Inside the brain mask each
+    voxel takes its most probable tissue (CSF = 1 - GM - WM) and is split by hemisphere (x < 0
+    is left) and by rough MNI-coordinate rules into cerebral GM/WM, cerebellar GM/WM, brain
+    stem, deep grey matter (GM deeper than 14 mm) and lateral ventricles (CSF deeper than 8 mm).
+    The regions are approximate (this is not an atlas) but give several anatomically placed
+    labels.
 
     Args:
-        resolution: 1 or 2 (mm), the nilearn template resolution.
+        resolution: 1 or 2 (mm).
 
     Returns:
         :class:`Volume` with FreeSurfer label numbers (0, 2, 3, 4, 7, 8, 10, 16, 24, 41, 42, 43,
         46, 47, 49, 165 skull, 258 scalp) and the template as ``images["t1"]`` in [0, 1].
     """
     import nibabel as nib
-    from nilearn import datasets
 
     if resolution not in (1, 2):
         raise ValueError(f"resolution must be 1 or 2 (mm), got {resolution!r}")
-    t1 = nib.as_closest_canonical(datasets.load_mni152_template(resolution=resolution))
-    gm = nib.as_closest_canonical(datasets.load_mni152_gm_template(resolution=resolution))
-    wm = nib.as_closest_canonical(datasets.load_mni152_wm_template(resolution=resolution))
-    mask = nib.as_closest_canonical(datasets.load_mni152_brain_mask(resolution=resolution))
+    images = {k: nib.as_closest_canonical(nib.load(p)) for k, p in mni_files().items()}
+    affine = images["t1"].affine.copy()
+    data = {k: np.asarray(v.dataobj).astype(np.float32) / 255.0 for k, v in images.items()}
+    if resolution == 2:
+        data = {k: _block_mean(v, 2) for k, v in data.items()}
+        affine[:3, :3] *= 2
+        affine[:3, 3] += affine[:3, :3] @ np.full(3, 0.25)  # centre of the first 2x2x2 block
     pad = int(round(24 / resolution))  # room for 14 mm of head plus margin
-
-    def prep(img, dtype):
-        return np.pad(np.asarray(img.dataobj).astype(dtype), pad)
-
-    t1_d, gm_d, wm_d = prep(t1, np.float32), prep(gm, np.float32), prep(wm, np.float32)
-    brain = prep(mask, np.int8) > 0
-    brain = ndimage.binary_fill_holes(brain)
-    spacing = tuple(float(z) for z in t1.header.get_zooms()[:3])
-    affine = t1.affine.copy()
+    t1_d, gm_d, wm_d = (np.pad(data[k], pad) for k in ("t1", "gm", "wm"))
+    brain = ndimage.binary_fill_holes(t1_d > 0.2)
+    spacing = (float(resolution),) * 3
     affine[:3, 3] -= affine[:3, :3] @ np.full(3, pad)
     ijk = np.indices(brain.shape, dtype=np.float32).reshape(3, -1)
     x, y, z = (affine[:3, :3] @ ijk + affine[:3, 3:4]).reshape(3, *brain.shape)

@@ -6,13 +6,21 @@ subject has its own contrast). neurite's ``labels_to_image`` draws the per-label
 element, so :class:`ImageSynthesizer` keeps neurite's model but feeds it an episode-level "bin
 map": one random table per episode and contrast maps every anatomical label to one of ``n_bins``
 intensity bins, and the neurite model is built with ``in_label_list = range(n_bins)`` and fixed,
-increasing bin means (``mean_min == mean_max``). neurite then adds per subject the nuisance of
-real scans: voxel noise (a small per-bin SD), blur and a smooth multiplicative bias field; a
-random gamma follows in numpy. Intensities are mapped to [0, 1] by a *fixed* division by 255
-(neurite's scale) instead of neurite's per-image min-max, because a min-max depends on which
-labels happen to be in the image (a 2D slice without the brightest structure would rescale every
-other one) and would break the shared contrast. Labels that share a bin look alike, as
-structures do in real contrasts.
+increasing bin means (``mean_min == mean_max``), which draws the voxel intensities of every
+subject (Gaussian voxel noise with a small per-bin SD) and clips them to neurite's 0-255 range.
+The rest of the nuisance of real scans is added per subject in numpy, from the episode's
+``np.random.Generator``: a smooth multiplicative bias field (exp of a smooth Gaussian random
+field), a Gaussian blur (a random SD per axis) and a gamma change. neurite's own bias and blur
+are switched off because they are not reproducible: neurite draws its blur SD with an eager
+random op while the model is *built* (one fixed value per model, a different one for each model
+built with the same seed), and its bias field comes from seeded random ops inside a ``map_fn``
+loop whose state carries over from one model to the next, so a new generator with the same
+seed would not give the same images (measured; the per-voxel noise op has no such problem).
+
+Intensities are mapped to [0, 1] by a *fixed* division by 255 (neurite's scale) instead of
+neurite's per-image min-max, because a min-max depends on which labels happen to be in the image
+(a 2D slice without the brightest structure would rescale every other one) and would break the
+shared contrast. Labels that share a bin look alike, as structures do in real contrasts.
 
 The label map is not deformed by neurite (``warp_std = 0``): sources and spatial augmentations
 deform label maps *before* synthesis, so labels and all contrasts of a subject stay aligned
@@ -39,8 +47,9 @@ sequence of images.
 import os
 
 import numpy as np
+from scipy import ndimage
 
-from .sources import LEFT_RIGHT_PAIRS
+from .sources import LEFT_RIGHT_PAIRS, smooth_noise
 
 __all__ = ["T1_TISSUES", "ImageSynthesizer", "load_synthseg_t1_priors", "t1_table"]
 
@@ -148,8 +157,9 @@ class ImageSynthesizer:
         mean_range: (low, high) bin means on neurite's 0-255 scale (headroom above ``high``
             for noise and bias before the clip at 255).
         noise_std: upper bound of the per-bin voxel noise SD (0-255 scale).
-        blur_std: upper bound of the Gaussian blur SD in voxels (0 = none).
-        bias_std: upper bound of the SD of the log bias field (0 = none).
+        blur_std: upper bound of the per-subject Gaussian blur SD in voxels (0 = none).
+        bias_std: upper bound of the per-subject SD of the log bias field (0 = none).
+        bias_cells: lattice points per axis of the bias field (smoothness).
         gamma_std: SD of the log of the per-subject gamma exponent (0 = none).
         t1_spread: per-subject relative range of the built-in T1 class means.
         t1_priors: optional ``(lut, mean_min, mean_max)`` (e.g. from
@@ -163,7 +173,8 @@ class ImageSynthesizer:
     """
 
     def __init__(self, contrast="shared", n_bins=12, mean_range=(25.0, 200.0), noise_std=5.0,
-                 blur_std=1.0, bias_std=0.3, gamma_std=0.1, t1_spread=0.1, t1_priors=None,
+                 blur_std=1.0, bias_std=0.3, bias_cells=4, gamma_std=0.1, t1_spread=0.1,
+                 t1_priors=None,
                  tie_hemispheres=True, seed=0):
         if contrast not in CONTRASTS:
             raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
@@ -181,6 +192,9 @@ class ImageSynthesizer:
         self.mean_range = (lo, hi)
         self.noise_std, self.blur_std = float(noise_std), float(blur_std)
         self.bias_std, self.gamma_std = float(bias_std), float(gamma_std)
+        if isinstance(bias_cells, bool) or not isinstance(bias_cells, int) or bias_cells < 2:
+            raise ValueError(f"bias_cells must be an int >= 2, got {bias_cells!r}")
+        self.bias_cells = bias_cells
         self.t1_spread, self.seed = float(t1_spread), int(seed)
         self.t1_priors = t1_priors
         self.tie_hemispheres = bool(tie_hemispheres)
@@ -198,6 +212,7 @@ class ImageSynthesizer:
         return {
             "contrast": self.contrast, "n_bins": self.n_bins, "mean_range": list(self.mean_range),
             "noise_std": self.noise_std, "blur_std": self.blur_std, "bias_std": self.bias_std,
+            "bias_cells": self.bias_cells,
             "gamma_std": self.gamma_std, "t1_spread": self.t1_spread,
             "tie_hemispheres": self.tie_hemispheres, "seed": self.seed,
         }
@@ -286,8 +301,8 @@ class ImageSynthesizer:
             in_shape=list(shape), in_label_list=list(range(k)),
             mean_min=list(self._class_min), mean_max=list(self._class_max),
             std_min=[0.0] * k, std_max=std_max, zero_background=0.0,
-            warp_std=0.0, bias_std=self.bias_std, bias_res=max(4, min(shape) // 4),
-            blur_std=self.blur_std, normalize=False, gamma_std=0.0, one_hot=False, seeds=seeds,
+            warp_std=0.0, bias_std=0.0,
+            blur_std=0.0, normalize=False, gamma_std=0.0, one_hot=False, seeds=seeds,
             id=len(self._functions),
         )
 
@@ -306,7 +321,7 @@ class ImageSynthesizer:
 
         Returns:
             float32 (N, *S) images in [0, 1] (neurite's 0-255 scale divided by 255, clipped),
-            one per map, with independent noise, blur and bias (no gamma).
+            one per map, with independent voxel noise (no bias, blur or gamma).
         """
         class_maps = np.asarray(class_maps, dtype=np.int32)
         if class_maps.ndim not in (3, 4):
@@ -347,7 +362,14 @@ class ImageSynthesizer:
             rendered = self.render(np.stack([maps[j] for j in indices]))
             for j, image in zip(indices, rendered):
                 e, i, name = where[j]
+                if self.bias_std > 0:
+                    log_field = smooth_noise(rng, image.shape, self.bias_cells)
+                    image = image * np.exp(log_field * rng.uniform(0.0, self.bias_std))
+                if self.blur_std > 0:
+                    sigma = rng.uniform(0.0, self.blur_std, image.ndim)
+                    image = ndimage.gaussian_filter(image, sigma, mode="nearest")
                 if self.gamma_std > 0:
-                    image = image ** np.float32(np.exp(rng.normal(0.0, self.gamma_std)))
-                images[e][i][name] = image
+                    image = np.clip(image, 0.0, 1.0) ** np.float32(
+                        np.exp(rng.normal(0.0, self.gamma_std)))
+                images[e][i][name] = np.clip(image, 0.0, 1.0).astype(np.float32)
         return images, tables
