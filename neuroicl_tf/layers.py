@@ -26,6 +26,18 @@ KL = tf.keras.layers
 
 _register = tf.keras.utils.register_keras_serializable(package="neuroicl")
 
+
+class _NoAutograph:
+    """Mixin: call() without AutoGraph conversion.
+
+    These layers branch only on static Python values, so AutoGraph changes nothing in their
+    graphs, but converting every call made building a model several times slower. tf-keras
+    asks this (private) hook whether to convert a subclassed layer's call.
+    """
+
+    def _should_use_autograph(self):
+        return False
+
 __all__ = [
     "TorchBiasUniform",
     "TorchConv2D",
@@ -118,12 +130,12 @@ class _TorchBiasMixin:
 
 
 @_register
-class TorchConv2D(_TorchBiasMixin, KL.Conv2D):
+class TorchConv2D(_NoAutograph, _TorchBiasMixin, KL.Conv2D):
     """``Conv2D`` whose :class:`TorchBiasUniform` bias initializer learns fan_in when built."""
 
 
 @_register
-class TorchConv3D(_TorchBiasMixin, KL.Conv3D):
+class TorchConv3D(_NoAutograph, _TorchBiasMixin, KL.Conv3D):
     """``Conv3D`` whose :class:`TorchBiasUniform` bias initializer learns fan_in when built."""
 
 
@@ -219,7 +231,7 @@ def _spatial_shape(ndims, channels):
 
 
 @_register
-class ResidualUnit(KL.Layer):
+class ResidualUnit(_NoAutograph, KL.Layer):
     """x -> GELU(x + conv(GELU(conv(x)))) with 3x3 (3x3x3) 'same' convs (SPEC §1.3).
 
     With ``conv_layers = n`` the inner path is n convs with a GELU between consecutive ones.
@@ -269,7 +281,7 @@ class ResidualUnit(KL.Layer):
 
 
 @_register
-class ContextFold(KL.Layer):
+class ContextFold(_NoAutograph, KL.Layer):
     """Apply a layer to every context member with shared weights (the reference's "Vmap").
 
     Args:
@@ -325,7 +337,7 @@ def _check_pair(inputs, name, first, second):
 
 
 @_register
-class PairwiseConvAvg(KL.Layer):
+class PairwiseConvAvg(_NoAutograph, KL.Layer):
     """Neuralizer's Pairwise-Conv-Avg block, exactly as the reference codes it (SPEC §2.3).
 
     With r_x = RU_x(x) and r_i = RU_C(c_i)::
@@ -404,7 +416,7 @@ class PairwiseConvAvg(KL.Layer):
 
 
 @_register
-class TargetToContextFusion(KL.Layer):
+class TargetToContextFusion(_NoAutograph, KL.Layer):
     """Neuroverse3D encoder block of the context branch (SPEC §3.3 step 2).
 
     ``c' = GELU(RU_C(c) + W[RU_C(c) ‖ t])`` with t broadcast over the n context pairs.
@@ -452,7 +464,7 @@ class TargetToContextFusion(KL.Layer):
 
 
 @_register
-class ContextToTargetFusion(KL.Layer):
+class ContextToTargetFusion(_NoAutograph, KL.Layer):
     """Neuroverse3D decoder block (SPEC §3.4): ``GELU(RU_T(t) + W[m ‖ RU_T(t)])``.
 
     Sublayers: ``target_conv`` (RU_T) and ``combine_conv_target`` (W, 1x1 conv 2C -> C over
@@ -561,7 +573,7 @@ def upsample2x(x, ndims, method="separable"):
 
 
 @_register
-class Upsample(KL.Layer):
+class Upsample(_NoAutograph, KL.Layer):
     """x2 bilinear/trilinear up-sampling with align_corners=False (PyTorch semantics).
 
     Args:
@@ -589,7 +601,7 @@ class Upsample(KL.Layer):
 
 
 @_register
-class Downsample(KL.Layer):
+class Downsample(_NoAutograph, KL.Layer):
     """x1/2 down-sampling: a learned conv (kernel 4, stride 2, 'same') or a 2-max-pool.
 
     The conv equals PyTorch's k4 s2 p1 conv on even sizes (SPEC §6.2). Sublayer ``conv``.
@@ -656,7 +668,7 @@ def scale_gradient(x, scale):
 
 
 @_register
-class ScaleGradient(KL.Layer):
+class ScaleGradient(_NoAutograph, KL.Layer):
     """Layer form of :func:`scale_gradient`.
 
     Args:
