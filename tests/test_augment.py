@@ -108,6 +108,18 @@ def test_sobel_of_constant_is_zero_and_of_a_step_is_its_edge(shape):
     assert episode["kind"] == 1  # an edge map is graded: the task becomes an image task
 
 
+def test_only_masks_option_leaves_image_outputs_alone():
+    x, mask, image = smooth_image(), square_mask((16, 16)), smooth_image(seed=4)
+    for aug in (A.SobelFilter(only_masks=True), A.Inversion(only_masks=True)):
+        (_, y1), ep1 = apply_once(aug, x, image, kind=1)
+        np.testing.assert_array_equal(y1, image)
+        assert ep1["kind"] == 1
+        (_, y0), _ = apply_once(aug, x, mask, kind=0)
+        assert not np.array_equal(y0, mask)
+    (_, y2), ep2 = apply_once(A.SobelFilter(), x, image, kind=1)
+    assert not np.array_equal(y2, image) and ep2["kind"] == 1
+
+
 def test_intensity_mapping_monotone_keeps_order_and_is_shared_by_pairs():
     aug = A.IntensityMapping(monotone=True, n_points=5)
     episode = aug.sample_episode(rng(3), 1)

@@ -274,28 +274,38 @@ def sobel_magnitude(image):
 class SobelFilter(TaskAugmentation):
     """Replace images or masks by their Sobel edge maps (a new edge-detection task).
 
-    Applied to ``y`` for any task kind (Neuroverse3D: "Sobel filter on the labels", p = 0.05;
-    Neuralizer: a filter task augmentation); applied to ``y`` the task becomes an image task
-    (MSE), because the edge map is graded, not binary. Applied to ``x`` it changes the input
-    appearance. Each channel is rescaled to [0, 1] by its own maximum (:func:`sobel_magnitude`).
+    Applied to ``y`` the task becomes an image task (MSE), because the edge map is graded, not
+    binary. Neuroverse3D filters the labels only ("Sobel filter on the labels", p = 0.05):
+    ``only_masks=True`` restricts the ``y`` side to segmentation-like tasks. Neuralizer's filter
+    augmentation is not restricted (``only_masks=False``, the default). Applied to ``x`` it
+    changes the input appearance. Each channel is rescaled to [0, 1] by its own maximum
+    (:func:`sobel_magnitude`).
 
     Args:
         p: probability per episode.
         target: ``"y"`` (default), ``"x"`` or ``"both"``.
+        only_masks: filter ``y`` only when the task is segmentation-like.
     """
 
     name = "sobel"
 
-    def __init__(self, p=1.0, target="y"):
-        super().__init__(p=p, target=target)
+    def __init__(self, p=1.0, target="y", only_masks=False):
+        super().__init__(p=p, target=target, only_masks=bool(only_masks))
+        self.only_masks = bool(only_masks)
+
+    def _on_y(self, y, episode):
+        return self.target in ("y", "both") and (
+            not self.only_masks or self._on_y_as_mask(y, episode))
 
     def _output_kind(self, kind, episode):
-        return KIND_IMAGE if self.target in ("y", "both") else kind
+        if self.target == "x" or (self.only_masks and kind != KIND_SEGMENTATION):
+            return kind  # y untouched (or, with an unknown kind, decided per pair)
+        return KIND_IMAGE
 
     def _apply(self, x, y, episode, rng):
         if self.target in ("x", "both"):
             x = sobel_magnitude(x)
-        if self.target in ("y", "both"):
+        if self._on_y(y, episode):
             y = sobel_magnitude(y)
         return x, y
 
@@ -381,22 +391,26 @@ class Inversion(TaskAugmentation):
 
     On ``y`` of a segmentation task this is the mask inversion of SPEC §4.5 (p = 0.05) and the
     task stays segmentation-like; on ``x`` it is the intensity inversion augmentation (p = 0.05).
-    On ``y`` of an image task it inverts the output contrast.
+    On ``y`` of an image task it inverts the output contrast, unless ``only_masks`` (the
+    Neuroverse3D preset, whose paper names *mask* inversion) keeps image outputs as they are.
 
     Args:
         p: probability per episode.
         target: ``"x"``, ``"y"`` or ``"both"``.
+        only_masks: invert ``y`` only when the task is segmentation-like.
     """
 
     name = "inversion"
 
-    def __init__(self, p=1.0, target="y"):
-        super().__init__(p=p, target=target)
+    def __init__(self, p=1.0, target="y", only_masks=False):
+        super().__init__(p=p, target=target, only_masks=bool(only_masks))
+        self.only_masks = bool(only_masks)
 
     def _apply(self, x, y, episode, rng):
         if self.target in ("x", "both"):
             x = 1.0 - x
-        if self.target in ("y", "both"):
+        if self.target in ("y", "both") and (
+                not self.only_masks or self._on_y_as_mask(y, episode)):
             y = 1.0 - y
         return x, y
 
@@ -722,7 +736,8 @@ def neuroverse3d_task_augmentation():
     """Task and intensity augmentations of Neuroverse3D (paper Sec. B.1, SPEC §4.5).
 
     Each independently, with the paper's probabilities: Sobel filter on the labels (0.05), mask
-    inversion (0.05), dilation and erosion by one voxel (0.05 each); on the inputs intensity
+    inversion (0.05), dilation and erosion by one voxel (0.05 each), all four on segmentation
+    outputs only; on the inputs intensity
     shift and scale (0.2 each), Gaussian noise (0.1), intensity inversion (0.05) and GIN
     random-convolution contrast (0.05). The magnitudes of shift (+-0.1), scale (0.9-1.1) and
     noise (std <= 0.05) are not in the paper and are this project's choice. All are drawn once
@@ -733,8 +748,8 @@ def neuroverse3d_task_augmentation():
         A :class:`Compose` tree.
     """
     return Compose([
-        SobelFilter(target="y", p=0.05),
-        Inversion(target="y", p=0.05),
+        SobelFilter(target="y", only_masks=True, p=0.05),
+        Inversion(target="y", only_masks=True, p=0.05),
         Dilation(p=0.05),
         Erosion(p=0.05),
         IntensityShift(p=0.2),
