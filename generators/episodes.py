@@ -17,6 +17,7 @@ synthetic contrasts (:mod:`generators.synth`) -> :class:`~generators.subject.Sub
 -> ``task_overlap(x, rng)`` on every input -> channel encoding.
 """
 
+import inspect
 import numbers
 import warnings
 
@@ -59,8 +60,10 @@ class EpisodeGenerator:
         slice_axis: for 2D, None (a random axis per episode) or 0/1/2 (sagittal, coronal,
             axial in RAS+).
         seed: the same seed gives the same batches.
-        task_augmentation: None or an object with ``sample_episode(rng) -> dict`` and
-            ``apply(x, y, episode, rng) -> (x, y)``.
+        task_augmentation: None or an object with ``sample_episode(rng) -> dict`` (or
+            ``sample_episode(rng, kind=)``, then it gets the task's kind and may return a new
+            one as ``episode["kind"]``) and ``apply(x, y, episode, rng) -> (x, y)``, e.g. a tree
+            from :mod:`generators.augment`.
         spatial_augmentation: None or a callable ``(subject, rng) -> subject``.
         task_overlap: None or a callable ``(x, rng) -> x`` applied to every input image.
         holdout: subject names never used (e.g. the validation subjects).
@@ -116,6 +119,11 @@ class EpisodeGenerator:
             raise TypeError("task_augmentation must be None or have sample_episode(rng) and "
                             f"apply(x, y, episode, rng), got {task_augmentation!r}")
         self.task_augmentation = task_augmentation
+        self._augmentation_takes_kind = False
+        if task_augmentation is not None:
+            parameters = inspect.signature(task_augmentation.sample_episode).parameters
+            self._augmentation_takes_kind = "kind" in parameters or any(
+                p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
         self.spatial_augmentation = spatial_augmentation
         self.task_overlap = task_overlap
         self.contrasts = tuple(contrasts)
@@ -313,8 +321,17 @@ class EpisodeGenerator:
                     subject = self.spatial_augmentation(subject, rng)
                 subjects.append(subject)
             episode = task.sample_episode(rng, subjects)
-            augment = (self.task_augmentation.sample_episode(rng)
-                       if self.task_augmentation is not None else None)
+            kind = int(task.kind)
+            augment = None
+            if self.task_augmentation is not None:
+                if self._augmentation_takes_kind:
+                    augment = self.task_augmentation.sample_episode(rng, kind=kind)
+                else:
+                    augment = self.task_augmentation.sample_episode(rng)
+                # an augmentation may change the task kind (a Sobel filter turns a mask task
+                # into an image task); it reports the new kind as episode["kind"]
+                if isinstance(augment, dict) and augment.get("kind") in (0, 1):
+                    kind = int(augment["kind"])
             xs, ys = [], []
             for subject in subjects:
                 x, y = task.make_pair(subject, episode, rng)
@@ -328,7 +345,7 @@ class EpisodeGenerator:
             ctx_in.append(np.stack(xs[1:]))
             ctx_out.append(np.stack(ys[1:]))
             weights.append(spec.loss_weight)
-            kinds.append(int(task.kind))
+            kinds.append(kind)
             info.append({
                 "task": task.name, "config": task.get_config(), "episode": episode,
                 "task_augmentation": augment, "subjects": [s.name for s in subjects],
@@ -371,8 +388,9 @@ class EpisodeGenerator:
     # conveniences -----------------------------------------------------------------------------
     @classmethod
     def from_preset(cls, preset, sources, **overrides):
-        """A generator with a preset's tasks and settings (``shape``, ``ndims``, ``encoding``,
-        ``context_size``, ``batch_size``, ``slice_axis``), any of them overridden.
+        """A generator with a preset's tasks, settings (``shape``, ``ndims``, ``encoding``,
+        ``context_size``, ``batch_size``, ``slice_axis``) and augmentations, any of them
+        overridden (pass e.g. ``task_overlap=None`` to switch one off).
 
         Args:
             preset: ``"neuralizer"`` or ``"neuroverse3d"``.
@@ -382,6 +400,10 @@ class EpisodeGenerator:
         settings = dict(get_preset(preset))
         settings.pop("tasks")
         settings["tasks"] = preset
+        for key in ("task_augmentation", "spatial_augmentation", "task_overlap"):
+            factory = settings.pop(f"{key}_factory", None)
+            if key not in overrides:
+                settings[key] = None if factory is None else factory()
         settings.update(overrides)
         return cls(sources, **settings)
 

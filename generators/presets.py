@@ -7,6 +7,10 @@
   segmentation 2 / 50, 2D -> 3D 1 / 0.5, every other task 1 / 1. 3D, 1 channel, L ~ U{1..8}
   (the last training phase, SPEC 3.9), batch 1.
 
+Each preset also names the augmentations of its system in ``generators.augment`` (task
+augmentations, per-subject spatial augmentations and, for Neuroverse3D, task overlap);
+``EpisodeGenerator.from_preset`` switches them on, the plain constructor does not.
+
 Together the two presets name all 11 tasks. Rows whose task is not registered (or does not
 support the episode's number of spatial axes) are skipped by the episode sampler with a
 warning; tasks requested explicitly by name are never skipped.
@@ -69,7 +73,21 @@ _NEUROVERSE3D = (
     TaskSpec("modality_transfer", 1.0, 1.0, note="Modality 1 / 1"),
 )
 
-# name -> {"tasks": rows, and the generator settings of the published system}
+
+
+def _augment(name):
+    """A factory that imports generators.augment only when the preset is used."""
+    def factory():
+        from . import augment
+
+        return getattr(augment, name)()
+
+    factory.__name__ = name
+    return factory
+
+
+# name -> {"tasks": rows, the generator settings of the published system, and factories of its
+# augmentations (used by EpisodeGenerator.from_preset)}
 PRESETS = {
     "neuralizer": {
         "tasks": _NEURALIZER,
@@ -79,6 +97,9 @@ PRESETS = {
         "context_size": (1, 32),
         "batch_size": 8,
         "slice_axis": 1,  # coronal slices of MNI-aligned volumes (SPEC 4.3)
+        "task_augmentation_factory": _augment("neuralizer_task_augmentation"),
+        "spatial_augmentation_factory": _augment("neuralizer_spatial_augmentation"),
+        "task_overlap_factory": None,
     },
     "neuroverse3d": {
         "tasks": _NEUROVERSE3D,
@@ -88,6 +109,9 @@ PRESETS = {
         "context_size": (1, 8),
         "batch_size": 1,
         "slice_axis": None,
+        "task_augmentation_factory": _augment("neuroverse3d_task_augmentation"),
+        "spatial_augmentation_factory": _augment("neuroverse3d_spatial_augmentation"),
+        "task_overlap_factory": _augment("neuroverse3d_task_overlap"),
     },
 }
 
