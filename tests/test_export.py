@@ -20,6 +20,7 @@ import pytest
 import tensorflow as tf
 
 from neuroicl_tf import export as ex
+from neuroicl_tf.models import Neuralizer
 
 RNG = np.random.default_rng(0)
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
@@ -78,24 +79,28 @@ def _fresh(script, *args, timeout=300):
 
 
 # ---------------------------------------------------------------------------------------------
-# Stand-in ICL-shaped functional model (the real Neuralizer/Neuroverse3D replace it in the
-# tests below once they land). It mixes the target with the context mean, so the output depends
-# on all three inputs and on the dynamic L.
+# Models. The exports that are loaded and compared with Keras are of the real models (tiny
+# widths). The export mechanics (versions, overwrite, failures) use a stand-in ICL-shaped
+# functional model that builds and exports in well under a second.
 # ---------------------------------------------------------------------------------------------
 
 
-def standin_model(ndims=2, size=16, cin=3, cout=3, width=4, spatial=True):
+def tiny_neuralizer(stages=4, channels=4, size=16):
+    return Neuralizer(ndims=2, stages=stages, channels=channels,
+                      spatial_shape=None if size is None else (size, size))
+
+
+def standin_model(ndims=2, size=8, cin=3, cout=3, width=2):
     KL = tf.keras.layers
-    s = (size,) * ndims if spatial else (None,) * ndims
+    s = (size,) * ndims
     target = tf.keras.Input(s + (cin,), name="target")
     context_in = tf.keras.Input((None,) + s + (cin,), name="context_in")
     context_out = tf.keras.Input((None,) + s + (cout,), name="context_out")
-    pairs = KL.Concatenate(axis=-1)([context_in, context_out])
-    mean = KL.Lambda(lambda p: tf.reduce_mean(p, axis=1))(pairs)
+    mean = KL.Lambda(lambda p: tf.reduce_mean(p, axis=1))(
+        KL.Concatenate(axis=-1)([context_in, context_out]))
     conv = getattr(KL, f"Conv{ndims}D")
     h = conv(width, 3, padding="same", activation="gelu")(KL.Concatenate()([target, mean]))
-    out = conv(cout, 1)(h)
-    return tf.keras.Model([target, context_in, context_out], out, name="standin")
+    return tf.keras.Model([target, context_in, context_out], conv(cout, 1)(h), name="standin")
 
 
 def _episode(ndims, size, cin, cout, batch=2, length=3):
@@ -137,8 +142,8 @@ def _check_export_in_fresh_processes(version_dir, inputs, want, tmp_path, atol=1
     return report["metadata"]
 
 
-def test_standin_2d_export_matches_keras_in_tf1_loader_and_saved_model_cli(tmp_path):
-    model = standin_model(ndims=2, size=16)
+def test_neuralizer_export_matches_keras_in_tf1_loader_and_saved_model_cli(tmp_path):
+    model = tiny_neuralizer()  # width 4 at 16^2, 4 stages
     version_dir = ex.export_saved_model(model, tmp_path / "export", metadata={"task": "demo"})
     assert version_dir == str(tmp_path / "export" / "1")
     assert sorted(os.listdir(tmp_path / "export")) == ["1"]  # no temporary left behind
@@ -146,6 +151,8 @@ def test_standin_2d_export_matches_keras_in_tf1_loader_and_saved_model_cli(tmp_p
     want = _keras_output(model, inputs)
     meta = _check_export_in_fresh_processes(version_dir, inputs, want, tmp_path)
     assert meta["task"] == "demo"
+    assert meta["model_class"] == "neuroicl_tf.models.neuralizer.Neuralizer"
+    assert meta["model_config"]["channels"] == 4 and meta["mini_context"] is None
     assert meta["package_version"] == ex.neuroicl_tf.__version__
     assert meta["signatures"]["serving_default"]["inputs"]["target"]["shape"] == [None, 16, 16,
                                                                                   3]
@@ -153,30 +160,30 @@ def test_standin_2d_export_matches_keras_in_tf1_loader_and_saved_model_cli(tmp_p
 
 
 def test_loaded_signature_takes_any_batch_and_context_length(tmp_path):
-    model = standin_model(ndims=3, size=8, cin=1, cout=1)
+    model = tiny_neuralizer(stages=2, channels=2, size=8)
     version_dir = ex.export_saved_model(model, tmp_path / "e")
     loaded = tf.saved_model.load(version_dir)
     serve = loaded.signatures["serving_default"]
-    for batch, length in ((1, 1), (2, 5)):
-        inputs = _episode(3, 8, 1, 1, batch=batch, length=length)
+    for batch, length in ((1, 1), (3, 5)):
+        inputs = _episode(2, 8, 3, 3, batch=batch, length=length)
         got = serve(**{k: tf.constant(v) for k, v in inputs.items()})["output"].numpy()
         np.testing.assert_allclose(got, _keras_output(model, inputs), rtol=1e-5, atol=1e-6)
     meta = json.loads(loaded.get_metadata()["metadata"].numpy().decode())
-    assert meta["ndims"] == 3 and meta["in_channels"] == 1 and meta["mini_context"] is None
+    assert meta["ndims"] == 2 and meta["in_channels"] == 3 and meta["out_channels"] == 3
     assert json.loads(loaded.signatures["metadata"]()["metadata"].numpy().decode()) == meta
     # The model's fixed spatial sizes are part of the signature.
     spec = serve.structured_input_signature[1]
-    assert spec["target"].shape.as_list() == [None, 8, 8, 8, 1]
-    assert spec["context_in"].shape.as_list() == [None, None, 8, 8, 8, 1]
+    assert spec["target"].shape.as_list() == [None, 8, 8, 3]
+    assert spec["context_in"].shape.as_list() == [None, None, 8, 8, 3]
 
 
 def test_dynamic_spatial_model_exports_dynamic_or_fixed(tmp_path):
-    model = standin_model(ndims=2, spatial=False)
+    model = tiny_neuralizer(stages=2, channels=2, size=None)
     specs = ex.input_specs(model)
     assert specs["target"].shape.as_list() == [None, None, None, 3]
     fixed = ex.input_specs(model, spatial_shape=(32, 16))
     assert fixed["context_out"].shape.as_list() == [None, None, 32, 16, 3]
-    version_dir = ex.export_saved_model(model, tmp_path / "e", spatial_shape=None)
+    version_dir = ex.export_saved_model(model, tmp_path / "e")
     serve = tf.saved_model.load(version_dir).signatures["serving_default"]
     for size in (8, 16):
         inputs = _episode(2, size, 3, 3, batch=1, length=2)
@@ -185,7 +192,7 @@ def test_dynamic_spatial_model_exports_dynamic_or_fixed(tmp_path):
 
 
 def test_versions_overwrite_and_argument_errors(tmp_path):
-    model = standin_model(ndims=2, size=8, width=2)
+    model = standin_model()
     base = tmp_path / "export"
     assert ex.export_saved_model(model, base) == str(base / "1")
     assert ex.export_saved_model(model, base) == str(base / "2")
@@ -212,7 +219,7 @@ def test_versions_overwrite_and_argument_errors(tmp_path):
 
 
 def test_failed_export_leaves_no_version_and_keeps_the_old_one(tmp_path, monkeypatch):
-    model = standin_model(ndims=2, size=8, width=2)
+    model = standin_model()
     base = tmp_path / "export"
     ex.export_saved_model(model, base, version=1)
 
@@ -226,3 +233,70 @@ def test_failed_export_leaves_no_version_and_keeps_the_old_one(tmp_path, monkeyp
         ex.export_saved_model(model, base, version=2)
     assert sorted(os.listdir(base)) == ["1"]
     assert os.path.isfile(base / "1" / "saved_model.pb")
+
+
+# ---------------------------------------------------------------------------------------------
+# neuroicl-export command line
+# ---------------------------------------------------------------------------------------------
+
+
+def _cli(*argv):
+    """Run ``scripts.export.main`` in a fresh process; report whether TensorFlow was imported."""
+    code = ("import sys; from scripts import export; rc = export.main(sys.argv[1:]); "
+            "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED'); "
+            "sys.exit(rc)")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run([sys.executable, "-c", code, *map(str, argv)], capture_output=True,
+                          text=True, cwd=repo, timeout=300)
+
+
+def test_cli_validates_arguments_before_importing_tensorflow(tmp_path):
+    model = tmp_path / "model.h5"
+    model.write_bytes(b"not checked before TensorFlow")
+    (tmp_path / "base" / "3").mkdir(parents=True)
+    (tmp_path / "meta.json").write_text("[1, 2]")
+    (tmp_path / "bad.json").write_text("{oops")
+    cases = [
+        (["--model", tmp_path / "missing.h5", "-o", tmp_path / "e"], "--model: no such file"),
+        (["--model", tmp_path / "meta.json", "-o", tmp_path / "e"], "expected an .h5 file"),
+        (["--model", model, "-o", tmp_path / "meta.json"], "is not a folder"),
+        (["--model", model, "-o", tmp_path / "base", "--version", "3"], "already exists"),
+        (["--model", model, "-o", tmp_path / "e", "--version", "0"], "positive integer"),
+        (["--model", model, "-o", tmp_path / "e", "--mini-context", "x"], "positive integer"),
+        (["--model", model, "-o", tmp_path / "e", "--metadata", tmp_path / "meta.json"],
+         "must hold a JSON object"),
+        (["--model", model, "-o", tmp_path / "e", "--metadata", tmp_path / "bad.json"],
+         "not valid JSON"),
+        (["-o", tmp_path / "e"], "required: --model"),
+    ]
+    for argv, message in cases:
+        result = _cli(*argv)
+        assert result.returncode == 1, (argv, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], (
+            argv, result.stderr)
+        assert "TF_NOT_IMPORTED" in result.stdout
+    result = _cli()
+    assert result.returncode == 0 and "usage: neuroicl-export" in result.stdout
+
+
+def test_cli_exports_a_saved_model(tmp_path, capsys):
+    from scripts import export as cli
+
+    model = tiny_neuralizer(stages=2, channels=2, size=8)
+    model.save(str(tmp_path / "model.h5"))
+    (tmp_path / "meta.json").write_text('{"task": "skull stripping"}')
+    argv = ["--model", str(tmp_path / "model.h5"), "-o", str(tmp_path / "base"), "--metadata",
+            str(tmp_path / "meta.json")]
+    assert cli.main(argv) == 0
+    assert "Exported Neuralizer to" in capsys.readouterr().out
+    version_dir = tmp_path / "base" / "1"
+    assert ex.read_metadata(version_dir)["task"] == "skull stripping"
+    inputs = _episode(2, 8, 3, 3, batch=1, length=2)
+    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    np.testing.assert_allclose(serve(**{k: tf.constant(v) for k, v in inputs.items()})[
+        "output"].numpy(), _keras_output(model, inputs), rtol=1e-5, atol=1e-6)
+    # A second run makes version 2; a mini-context for Neuralizer is a one-line error.
+    assert cli.main(argv) == 0 and (tmp_path / "base" / "2").is_dir()
+    assert cli.main([*argv, "--mini-context", "2"]) == 1
+    assert capsys.readouterr().err.startswith("Error: mini_context=2 given, but Neuralizer")
