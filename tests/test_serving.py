@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from neuroicl_tf import export as ex
 from neuroicl_tf import serving as sv
+from neuroicl_tf.models import Neuralizer
 
 
 def _grpc_apis():
@@ -29,23 +30,10 @@ def _grpc_apis():
 RNG = np.random.default_rng(1)
 
 
-def standin_model(ndims=2, size=8, cin=3, cout=3, width=4):
-    KL = tf.keras.layers
-    s = (size,) * ndims
-    target = tf.keras.Input(s + (cin,), name="target")
-    context_in = tf.keras.Input((None,) + s + (cin,), name="context_in")
-    context_out = tf.keras.Input((None,) + s + (cout,), name="context_out")
-    mean = KL.Lambda(lambda p: tf.reduce_mean(p, axis=1))(
-        KL.Concatenate(axis=-1)([context_in, context_out]))
-    conv = getattr(KL, f"Conv{ndims}D")
-    h = conv(width, 3, padding="same", activation="gelu")(KL.Concatenate()([target, mean]))
-    return tf.keras.Model([target, context_in, context_out], conv(cout, 1)(h))
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """(Keras model, loaded SavedModel, inputs, Keras output) for a tiny 2D model."""
-    model = standin_model()
+    """(Keras model, loaded SavedModel, inputs, Keras output) for a tiny Neuralizer."""
+    model = Neuralizer(ndims=2, stages=2, channels=2, spatial_shape=(8, 8))
     version_dir = ex.export_saved_model(model, tmp_path_factory.mktemp("export"))
     loaded = tf.saved_model.load(version_dir)
     inputs = {
