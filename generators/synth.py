@@ -37,11 +37,13 @@ Contrast modes:
   :func:`load_synthseg_t1_priors` when their class file is available.
 
 The neurite model is built once per spatial shape and run inside a ``tf.function`` with a
-``None`` batch dimension (no retracing when the context size changes); this is about 25-70x
-faster than calling the Keras model eagerly (measured on 2 CPU cores: 0.011 s vs 0.75 s for 18
-images of 64^2, 0.048 s vs 1.28 s for 18 volumes of 32^3). neurite's random ops get op-level
-seeds derived from ``seed``, so a new synthesizer with the same seed reproduces the same
-sequence of images.
+``None`` batch dimension (no retracing when the context size changes). Measured on the shared
+2-CPU machine (load average about 6, so absolute times are pessimistic), 18 maps per call:
+64^2, 0.026 s in the ``tf.function`` vs 0.33 s eager (13x); 32^3, 0.11 s vs 0.43 s (4x). With
+neurite's own bias and blur switched on (before they were moved to numpy) the ratio was 25-70x
+(0.011 s vs 0.75 s at 64^2, 0.048 s vs 1.28 s at 32^3), because their per-element ``map_fn``
+loops are slow eagerly. neurite's random op (the voxel noise) gets an op-level seed derived
+from ``seed``, so a new synthesizer with the same seed reproduces the same sequence of images.
 """
 
 import os
