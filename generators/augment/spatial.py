@@ -37,11 +37,19 @@ def _linear_weights(n_out, n_in):
 
 
 def _upsample_separable(coarse, shape):
-    out = coarse
-    for axis, n in enumerate(shape):
-        w = _linear_weights(n, coarse.shape[axis])
-        out = np.moveaxis(np.tensordot(w, out, axes=([1], [axis])), 0, axis)
-    return out
+    """Linear up-sampling of a coarse lattice to ``shape``, one axis at a time (float32).
+
+    The last axis is done first, so the big final step (axis 0) is one matrix product over a
+    contiguous array.
+    """
+    out = np.asarray(coarse, np.float32)
+    for axis in reversed(range(len(shape))):
+        w = _linear_weights(shape[axis], out.shape[axis]).astype(np.float32)
+        moved = np.moveaxis(out, axis, 0)
+        rest = moved.shape[1:]
+        out = (w @ moved.reshape(moved.shape[0], -1)).reshape((shape[axis],) + rest)
+        out = np.moveaxis(out, 0, axis)
+    return np.ascontiguousarray(out)
 
 
 def _rotation_matrix(angles_deg):
@@ -159,17 +167,28 @@ class SpatialAugmentation:
             shear[off] = rng.uniform(*self._shear, size=nd * nd - nd)
             matrix = matrix @ shear @ np.diag(rng.uniform(*self._scale, size=nd))
             shift = rng.uniform(*self._trans, size=nd) * size
+        # cos(90 deg) is 6e-17, not 0: that would put border samples a hair outside the grid
+        matrix[np.abs(matrix) < 1e-12] = 0.0
         centre = (size - 1) / 2
-        grid = np.indices(shape, dtype=np.float32)
-        coords = np.tensordot(matrix.astype(np.float32), grid - centre.reshape((nd,) + (1,) * nd)
-                              .astype(np.float32), axes=1)
-        coords += (centre + shift).reshape((nd,) + (1,) * nd).astype(np.float32)
+        # coords[i] = sum_j A_ij (o_j - c_j) + c_i + t_i, built from broadcast 1D ramps (an
+        # np.indices grid and a tensordot were 5x slower at 96^3)
+        ramps = []
+        for j, n in enumerate(shape):
+            view = [1] * nd
+            view[j] = n
+            ramps.append((np.arange(n, dtype=np.float32) - np.float32(centre[j])).reshape(view))
+        coords = np.empty((nd,) + shape, np.float32)
+        for i in range(nd):
+            coords[i].fill(centre[i] + shift[i])
+            for j in range(nd):
+                if matrix[i, j] != 0:
+                    coords[i] += np.float32(matrix[i, j]) * ramps[j]
         if self.elastic > 0 and rng.random() < self.p_elastic:
             std = self.elastic * float(size.mean())
             points = (self.elastic_points,) * nd
             for axis in range(nd):
                 coarse = rng.normal(0.0, std, size=points)
-                coords[axis] += _upsample_separable(coarse, shape).astype(np.float32)
+                coords[axis] += _upsample_separable(coarse, shape)
         if self.flip_axis is not None and self.flip_axis >= nd:
             raise ValueError(f"flip_axis {self.flip_axis} is not an axis of a {nd}D subject")
         flip = self.flip_axis is not None and rng.random() < self.p_flip
