@@ -193,6 +193,10 @@ def test_mni_subjects_offline_seeded_and_deformed(monkeypatch):
     labels, _ = source.sample(0, (32, 32), slice_axis=1, slice_jitter=0)
     assert {165, 258} <= set(np.unique(labels).tolist())  # a whole head in the slice
     assert brain_mask_of(labels).mean() > 0.2
+    labels, images = MNISubjects(1, seed=1, real_image=True).sample(0, (32, 32), slice_axis=1)
+    real = images["real"]  # the deformed template: a brain-only T1 on the labels' grid
+    assert real.min() >= 0 and real.max() <= 1 and real[labels == 0].max() == 0
+    assert np.median(real[np.isin(labels, [2, 41])]) > np.median(real[np.isin(labels, [3, 42])])
 
 
 # the SynthSeg maps in /work/shared ---------------------------------------------------------------
