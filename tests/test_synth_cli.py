@@ -77,3 +77,18 @@ def test_collect_rows_panels_show_the_task(tmp_path):
     # off-centre coronal slice: the input shows only the two crossing central slices
     assert np.count_nonzero(x) <= 2 * 16 and np.count_nonzero(y) > 2 * 16
     assert np.all(x[x > 0] == y[x > 0])
+
+
+def test_augmented_episodes_run_through_the_sampler(tmp_path):
+    """The augmentation presets plug into the episode sampler (2D with channel augmentations,
+    3D with the task overlap) and keep panels in [0, 1]."""
+    args = synth.validate(synth.build_parser().parse_args(
+        ["-o", str(tmp_path / "m.png"), "--ndims", "2", "3", "--size", "32", "--size3d", "16",
+         "--subjects", "3", "--tasks", "segmentation,motion_correction", "--augment",
+         "--seed", "5"]))
+    rows = synth.collect_rows(args)
+    assert [label.split("\n")[0] for label, _ in rows] == ["segmentation", "motion_correction"] * 2
+    for label, panels in rows:
+        channels = 3 if "2D" in label else 1
+        for panel in panels:
+            assert panel.shape[-1] == channels and 0 <= panel.min() and panel.max() <= 1
