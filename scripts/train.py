@@ -1,0 +1,98 @@
+"""neuroicl-train: train an in-context model on synthetic episodes from label maps.
+
+A thin command line over :func:`neuroicl_tf.training.train`; every flag is one of its keyword
+arguments, with the same name.
+"""
+
+from . import _cli
+
+
+def _parser():
+    p = _cli.Parser(
+        prog="neuroicl-train",
+        description="Train Neuralizer or Neuroverse3D on synthetic in-context episodes.",
+        epilog="Example: neuroicl-train -o runs/demo2d --model neuralizer --procedural 24 "
+        "--shape 64 64 --channels 16 --stages 3 --steps 500",
+    )
+    p.add_argument("-o", "--out", required=True, help="output folder of the run")
+    p.add_argument("--model", choices=("neuralizer", "neuroverse3d"), default="neuralizer")
+    p.add_argument("--ndims", type=int, choices=(2, 3),
+                   help="default: 2 for Neuralizer, 3 for Neuroverse3D")
+    p.add_argument("--shape", type=_cli.positive_int, nargs="+", help="episode size per axis")
+    p.add_argument("--channels", help="Neuralizer: width (e.g. 64); Neuroverse3D: list, e.g. "
+                   "16,32,64,128")
+    p.add_argument("--stages", type=_cli.positive_int, help="Neuralizer stages (default 4)")
+    p.add_argument("--tasks", help="task preset (neuralizer, neuroverse3d) or name:weight,...")
+    p.add_argument("--labels", nargs="+", default=[], type=_cli.existing_path,
+                   help="folders or files of NIfTI label maps")
+    p.add_argument("--mni", type=int, default=0, help="number of embedded MNI152-derived subjects")
+    p.add_argument("--procedural", type=int, default=0, help="number of procedural subjects")
+    p.add_argument("--holdout", type=int, default=4, help="subjects per source kept for validation")
+    p.add_argument("--context-size", dest="context_size", default="1-8",
+                   help="L, or LO-HI drawn uniformly per step (default 1-8)")
+    p.add_argument("--mini-context", dest="mini_context", type=_cli.positive_int,
+                   help="Neuroverse3D mini-context size l (APSP)")
+    p.add_argument("--batch-size", dest="batch_size", type=_cli.positive_int, default=1)
+    p.add_argument("--lr", type=_cli.positive_float, default=1e-4)
+    p.add_argument("--clipnorm", type=_cli.positive_float, default=1.0)
+    p.add_argument("--plateau-patience", dest="plateau_patience", type=_cli.positive_int,
+                   default=20, help="validations without improvement before halving the rate")
+    p.add_argument("--steps", type=_cli.positive_int, default=1000)
+    p.add_argument("--val-every", dest="val_every", type=_cli.positive_int, default=100)
+    p.add_argument("--val-episodes", dest="val_episodes", type=_cli.positive_int, default=8)
+    p.add_argument("--checkpoint-every", dest="checkpoint_every", type=_cli.positive_int,
+                   default=100)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default")
+    p.add_argument("--cpu-devices", dest="cpu_devices", type=_cli.positive_int,
+                   help="split the CPU into N logical devices (to run 'mirrored' without GPUs)")
+    p.add_argument("--gpus", type=int, help="number of GPUs the run needs (checked at start)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("-j", "--threads", type=_cli.positive_int, help="CPU threads")
+    p.add_argument("-g", "--gpu", action="store_true", help="use the GPU(s)")
+    return p
+
+
+def _body(argv):
+    args = _parser().parse(argv)
+    if args.mni < 0 or args.procedural < 0:
+        raise _cli.UsageError("--mni and --procedural take a number >= 0")
+    if not (args.labels or args.mni or args.procedural):
+        raise _cli.UsageError("no subjects: give --labels, --mni N or --procedural N")
+    if args.gpus and not args.gpu:
+        raise _cli.UsageError("--gpus needs -g/--gpu")
+    kwargs = vars(args)
+    _cli.set_runtime(kwargs.pop("threads"), kwargs.pop("gpu"))
+    if kwargs["tasks"] and ":" in kwargs["tasks"]:
+        try:
+            kwargs["tasks"] = {
+                name: float(weight)
+                for name, weight in (item.split(":") for item in kwargs["tasks"].split(","))
+            }
+        except ValueError:
+            message = f"--tasks: expected name:weight,..., got {args.tasks!r}"
+            raise _cli.UsageError(message) from None
+
+    from neuroicl_tf.training import TrainConfigError, train
+
+    try:
+        summary = train(**kwargs)
+    except TrainConfigError as err:
+        raise _cli.UsageError(str(err)) from None
+    print(f"\nTrained {summary['steps_this_run']} steps to step {summary['steps']} in "
+          f"{summary['wall_seconds']} s ({summary['steps_per_second']} steps/s).")
+    for key, value in (summary.get("validation") or {}).items():
+        print(f"  {key}: {value}")
+    print(f"Model: {summary.get('model')}\nCheckpoint: {summary['checkpoint']}")
+    print(_cli.CITATION)
+    return 0
+
+
+def main(argv=None):
+    return _cli.run(_body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,138 @@
+"""neuroicl_tf.training / neuroicl-train: bad configurations stop before any work, resume is
+exact, MirroredStrategy matches one device, and two workers on 127.0.0.1 train together."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from neuroicl_tf.training import TrainConfigError, parse_context_size, train
+
+TINY = dict(model="neuralizer", ndims=2, shape=(16, 16), channels=4, stages=2, procedural=6,
+            holdout=2, context_size=(1, 2), tasks={"segmentation": 1.0}, val_every=2,
+            val_episodes=1, checkpoint_every=2, progress=False, tensorboard=False, seed=3)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _weights_of_checkpoint(folder):
+    import tensorflow as tf
+
+    path = tf.train.latest_checkpoint(folder)
+    reader = tf.train.load_checkpoint(path)
+    names = sorted(n for n in reader.get_variable_to_shape_map()
+                   if n.startswith("model/") and "OPTIMIZER_SLOT" not in n)
+    return {n: reader.get_tensor(n) for n in names}
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(model="neuroverse3d", ndims=3, shape=(16, 16, 16), channels="2,4",
+              context_size=(1, 2), mini_context=3), "larger than the largest context"),
+        (dict(mini_context=1), "Neuralizer has no mini-context"),
+        (dict(strategy="multiworker"), "TF_CONFIG"),
+        (dict(gpus=4), "needs 4 GPU"),
+        (dict(shape=(17, 17)), "divisible"),
+        (dict(procedural=0), "no subjects"),
+        (dict(context_size="0-3"), "at least one context pair"),
+        (dict(strategy="nccl"), "strategy"),
+    ],
+)
+def test_bad_configurations_stop_before_any_work(tmp_path, kwargs, message):
+    out = tmp_path / "run"
+    with pytest.raises(TrainConfigError, match=message):
+        train(out, **{**TINY, **kwargs, "steps": 2})
+    assert not out.exists(), "a refused configuration must not create its output folder"
+
+
+def test_parse_context_size():
+    assert parse_context_size("1-8") == (1, 8)
+    assert parse_context_size("1..8") == (1, 8)
+    assert parse_context_size(4) == (4, 4)
+    with pytest.raises(TrainConfigError):
+        parse_context_size("eight")
+
+
+def test_resume_continues_exactly_and_refuses_another_architecture(tmp_path):
+    straight = train(tmp_path / "straight", **TINY, steps=4)
+    assert straight["steps"] == 4 and os.path.exists(straight["model"])
+    summary = json.load(open(tmp_path / "straight" / "summary.json"))
+    assert "val_dice/segmentation" in summary["validation"]
+
+    train(tmp_path / "split", **TINY, steps=2)
+    with pytest.raises(TrainConfigError, match="already holds a run"):
+        train(tmp_path / "split", **TINY, steps=4)
+    with pytest.raises(TrainConfigError, match="another architecture"):
+        train(tmp_path / "split", **{**TINY, "channels": 8}, steps=4, resume=True)
+    resumed = train(tmp_path / "split", **TINY, steps=4, resume=True)
+    assert resumed["steps"] == 4 and resumed["steps_this_run"] == 2
+
+    a = _weights_of_checkpoint(str(tmp_path / "straight" / "checkpoints"))
+    b = _weights_of_checkpoint(str(tmp_path / "split" / "checkpoints"))
+    assert a.keys() == b.keys() and len(a) > 4
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def _run_python(code, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})})
+
+
+def test_mirrored_update_matches_single_device(tmp_path):
+    code = f"""
+        import numpy as np
+        from neuroicl_tf.training import train
+        kwargs = {TINY!r}
+        kwargs.update(batch_size=2, steps=1, val_every=1, checkpoint_every=1)
+        train({str(tmp_path / 'mirrored')!r}, strategy="mirrored", cpu_devices=2, **kwargs)
+        train({str(tmp_path / 'single')!r}, strategy="default", **kwargs)
+    """
+    result = _run_python(code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a = _weights_of_checkpoint(str(tmp_path / "single" / "checkpoints"))
+    b = _weights_of_checkpoint(str(tmp_path / "mirrored" / "checkpoints"))
+    assert a.keys() == b.keys() and a
+    for name in a:
+        scale = np.max(np.abs(a[name])) + 1e-12
+        assert np.max(np.abs(a[name] - b[name])) / scale < 1e-5, name
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_workers_on_localhost_train_to_the_same_weights(tmp_path):
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    code = """
+        import sys
+        from neuroicl_tf.training import train
+        kwargs = {tiny!r}
+        kwargs.update(batch_size=2, steps=3, val_every=3, checkpoint_every=3)
+        train(sys.argv[1] if len(sys.argv) > 1 else {out!r}, strategy="multiworker", **kwargs)
+    """
+    procs = []
+    for index in range(2):
+        env = {"TF_CONFIG": json.dumps({"cluster": cluster,
+                                        "task": {"type": "worker", "index": index}})}
+        out = str(tmp_path / f"w{index}")
+        script = textwrap.dedent(code.format(tiny=TINY, out=out))
+        procs.append(subprocess.Popen([sys.executable, "-c", script], cwd=REPO,
+                                      env={**os.environ, **env}, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    chief = _weights_of_checkpoint(str(tmp_path / "w0" / "checkpoints"))
+    other = _weights_of_checkpoint(str(tmp_path / "w1" / "worker-1-scratch"))
+    assert chief.keys() == other.keys() and chief
+    for name in chief:
+        np.testing.assert_allclose(other[name], chief[name], rtol=1e-6, atol=1e-7, err_msg=name)
