@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     "scipy",
     "matplotlib",
     "nilearn",
+    "tensorboard",  # tf.summary in training; tensorflow 2.21 does not pull it in
 ]
 
 EXTRAS_REQUIRE = {

@@ -218,6 +218,7 @@ class TrainConfig:
     cpu_devices: int = None
     gpus: int = None
     seed: int = 0
+    augment: bool = True
     tensorboard: bool = True
     progress: bool = True
 
@@ -348,8 +349,30 @@ def _subjects(config):
     return train, val
 
 
-def _episode_kwargs(config):
+_AUGMENTATIONS = {}
+
+
+def _augmentations(config):
+    """The model family's preset augmentations (task, spatial, task overlap), made once."""
+    import generators
+
+    family = "neuralizer" if config.model == "neuralizer" else "neuroverse3d"
+    if family not in _AUGMENTATIONS:
+        preset = generators.get_preset(family)
+        _AUGMENTATIONS[family] = {
+            key: (factory() if factory else None)
+            for key, factory in (
+                (key, preset.get(f"{key}_factory"))
+                for key in ("task_augmentation", "spatial_augmentation", "task_overlap")
+            )
+        }
+    return _AUGMENTATIONS[family]
+
+
+def _episode_kwargs(config, augment=False):
+    extra = _augmentations(config) if augment and config.augment else {}
     return dict(
+        **extra,
         synthesizer=_synthesizer(config),
         tasks=config.tasks,
         ndims=config.ndims,
@@ -400,7 +423,8 @@ def _episode_dataset(sources, config, step, stop, worker):
     start = _round_start(step, config)
     seed = _step_seed(config.seed, worker, start)
     tf.random.set_seed(seed)
-    episodes = generators.EpisodeGenerator(sources, seed=seed, **_episode_kwargs(config))
+    episodes = generators.EpisodeGenerator(sources, seed=seed,
+                                           **_episode_kwargs(config, augment=True))
     for _ in range(step - start):
         next(episodes)
     first = next(episodes)
@@ -502,6 +526,7 @@ def train(out, **kwargs):
             mni, procedural (numbers of embedded/procedural subjects), holdout, context_size,
             mini_context, batch_size, lr, clipnorm, plateau_patience, plateau_factor, min_lr,
             steps, val_every, val_episodes, checkpoint_every, keep_checkpoints, resume,
+            augment (the model family's preset task/spatial augmentations on training episodes),
             strategy (``"default"``/``"mirrored"``/``"multiworker"``), cpu_devices, gpus, seed,
             tensorboard, progress.
 

@@ -48,6 +48,8 @@ def _parser():
                    help="split the CPU into N logical devices (to run 'mirrored' without GPUs)")
     p.add_argument("--gpus", type=int, help="number of GPUs the run needs (checked at start)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="train without the preset task and spatial augmentations")
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("-j", "--threads", type=_cli.positive_int, help="CPU threads")

@@ -59,8 +59,9 @@ def test_parse_context_size():
 
 
 def test_resume_continues_exactly_and_refuses_another_architecture(tmp_path):
-    straight = train(tmp_path / "straight", **TINY, steps=4)
+    straight = train(tmp_path / "straight", **{**TINY, "tensorboard": True}, steps=4)
     assert straight["steps"] == 4 and os.path.exists(straight["model"])
+    assert os.listdir(tmp_path / "straight" / "logs"), "no TensorBoard events written"
     summary = json.load(open(tmp_path / "straight" / "summary.json"))
     assert "val_dice/segmentation" in summary["validation"]
 
