@@ -428,9 +428,8 @@ def _episode_dataset(sources, config, step, stop, worker):
     for _ in range(step - start):
         next(episodes)
     first = next(episodes)
-    signature = tf.nest.map_structure(
-        lambda a: tf.TensorSpec((None,) * np.ndim(a), tf.as_dtype(np.asarray(a).dtype)), first
-    )
+    # Batch and context length free; the episode grid and the channels stay static.
+    signature = _signature(first)
 
     def stream():
         yield first
@@ -440,6 +439,21 @@ def _episode_dataset(sources, config, step, stop, worker):
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return dataset.with_options(options).take(stop - step).prefetch(2)
+
+
+def _spec(array, context=False):
+    """A TensorSpec with the batch (and for context tensors the L) dimension free."""
+    array = np.asarray(array)
+    shape = [None] + list(array.shape[1:])
+    if context:
+        shape[1] = None
+    return tf.TensorSpec(shape, tf.as_dtype(array.dtype))
+
+
+def _signature(batch):
+    inputs = {key: _spec(value, context=key.startswith("context"))
+              for key, value in batch[0].items()}
+    return (inputs, *(_spec(part) for part in batch[1:]))
 
 
 def _validation_sets(sources, config):
