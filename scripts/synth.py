@@ -16,29 +16,21 @@ Arguments are checked before TensorFlow is imported; bad input prints one ``Erro
 stderr and exits with code 1. The PNG is written to a temporary name and renamed.
 """
 
-import argparse
 import glob
 import os
 import sys
 import tempfile
+
+from . import _cli
 
 NIFTI_PATTERNS = ("*.nii", "*.nii.gz", "*.mgz")
 COLUMNS = ("target in", "target out", "context 1 in", "context 1 out", "context 2 in",
            "context 2 out")
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise _UsageError(message)
-
-
 def build_parser():
     """The argument parser of ``neuroicl-synth``."""
-    parser = _Parser(
+    parser = _cli.Parser(
         prog="neuroicl-synth",
         description="Write a PNG montage of synthetic in-context episodes: one row per task "
                     "(target in/out and two context pairs).",
@@ -78,50 +70,41 @@ def validate(args):
     """Check the parsed arguments without importing TensorFlow.
 
     Raises:
-        _UsageError: with a message naming the argument and the value seen.
+        _cli.UsageError: with a message naming the argument and the value seen.
     """
     if not args.out.lower().endswith(".png"):
-        raise _UsageError(f"-o/--out must end in .png, got {args.out!r}")
+        raise _cli.UsageError(f"-o/--out must end in .png, got {args.out!r}")
     parent = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(parent):
-        raise _UsageError(f"-o/--out: the folder {parent!r} does not exist")
+        raise _cli.UsageError(f"-o/--out: the folder {parent!r} does not exist")
     if not os.access(parent, os.W_OK):
-        raise _UsageError(f"-o/--out: the folder {parent!r} is not writable")
+        raise _cli.UsageError(f"-o/--out: the folder {parent!r} is not writable")
     if any(n not in (2, 3) for n in args.ndims):
-        raise _UsageError(f"--ndims takes 2 and/or 3, got {args.ndims}")
+        raise _cli.UsageError(f"--ndims takes 2 and/or 3, got {args.ndims}")
     args.ndims = sorted(set(args.ndims))
     if not 16 <= args.size <= 512:
-        raise _UsageError(f"--size must be in [16, 512], got {args.size}")
+        raise _cli.UsageError(f"--size must be in [16, 512], got {args.size}")
     if not 8 <= args.size3d <= 256:
-        raise _UsageError(f"--size3d must be in [8, 256], got {args.size3d}")
+        raise _cli.UsageError(f"--size3d must be in [8, 256], got {args.size3d}")
     if args.subjects < 3:
-        raise _UsageError(f"--subjects must be >= 3 (a target and two contexts), got "
+        raise _cli.UsageError(f"--subjects must be >= 3 (a target and two contexts), got "
                           f"{args.subjects}")
     if args.threads is not None and args.threads < 1:
-        raise _UsageError(f"-j/--threads must be >= 1, got {args.threads}")
+        raise _cli.UsageError(f"-j/--threads must be >= 1, got {args.threads}")
     if not 20 <= args.dpi <= 600:
-        raise _UsageError(f"--dpi must be in [20, 600], got {args.dpi}")
+        raise _cli.UsageError(f"--dpi must be in [20, 600], got {args.dpi}")
     if args.labels is not None:
         if not os.path.isdir(args.labels):
-            raise _UsageError(f"--labels: no such folder: {args.labels!r}")
+            raise _cli.UsageError(f"--labels: no such folder: {args.labels!r}")
         count = len(_nifti_files(args.labels))
         if count < 3:
-            raise _UsageError(f"--labels: {args.labels!r} holds {count} NIfTI/MGZ label maps; "
+            raise _cli.UsageError(f"--labels: {args.labels!r} holds {count} NIfTI/MGZ label maps; "
                               "a montage needs at least 3 (a target and two contexts)")
     if args.tasks is not None:
         args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
         if not args.tasks:
-            raise _UsageError("--tasks is empty")
+            raise _cli.UsageError("--tasks is empty")
     return args
-
-
-def _set_runtime(threads):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-    if threads:
-        os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
-        os.environ["TF_NUM_INTEROP_THREADS"] = "1"
-        os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def _display(image):
@@ -152,7 +135,7 @@ def collect_rows(args):
     names = args.tasks if args.tasks is not None else sorted(TASKS)
     unknown = [n for n in names if n not in TASKS]
     if unknown:
-        raise _UsageError(f"--tasks: unknown task names {unknown}; known: {sorted(TASKS)}")
+        raise _cli.UsageError(f"--tasks: unknown task names {unknown}; known: {sorted(TASKS)}")
     if args.labels is not None:
         source = G.LabelMapFolder(args.labels)
     elif args.mni:
@@ -248,14 +231,14 @@ def main(argv=None):
         return 0
     try:
         args = validate(parser.parse_args(argv))
-        _set_runtime(args.threads)
+        _cli.set_runtime(args.threads, gpu=False)
         rows = collect_rows(args)
         source = ("label maps in " + args.labels if args.labels else
                   "MNI152-derived subjects" if args.mni else "procedural label maps")
         title = (f"neuroicl-synth: {source}, seed {args.seed}"
                  + (", with augmentations" if args.augment else ""))
         write_montage(rows, args.out, dpi=args.dpi, title=title)
-    except _UsageError as err:
+    except _cli.UsageError as err:
         print(f"Error: {err}", file=sys.stderr)
         return 1
     except (ValueError, OSError) as err:  # bad data or paths, reported by the library
