@@ -9,33 +9,15 @@ Example::
     # -> exports/neuroverse3d/1/ (saved_model.pb, variables/, assets/neuroicl_metadata.json)
 """
 
-import argparse
 import json
 import os
 import sys
 
-
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise _UsageError(message)
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+from . import _cli
 
 
 def _parser():
-    p = _Parser(
+    p = _cli.Parser(
         prog="neuroicl-export",
         description="Export a neuroicl model (.h5 from ICLModel.save) as a versioned "
         "TensorFlow Serving SavedModel: EXPORT_BASE/<version>/.",
@@ -44,33 +26,33 @@ def _parser():
     )
     p.add_argument("--model", required=True, help="model file written by ICLModel.save (.h5)")
     p.add_argument("-o", "--out", required=True, help="export base folder (created if missing)")
-    p.add_argument("--version", type=_positive_int,
+    p.add_argument("--version", type=_cli.positive_int,
                    help="version number (default: one more than the largest existing)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --version")
-    p.add_argument("--mini-context", dest="mini_context", type=_positive_int,
+    p.add_argument("--mini-context", dest="mini_context", type=_cli.positive_int,
                    help="Neuroverse3D mini-context size l fixed in the export (default: the "
                    "model's own)")
-    p.add_argument("--spatial-shape", dest="spatial_shape", type=_positive_int, nargs="+",
+    p.add_argument("--spatial-shape", dest="spatial_shape", type=_cli.positive_int, nargs="+",
                    help="fix the spatial sizes of a model whose sizes are dynamic")
     p.add_argument("--metadata", help="JSON file with an object merged into the export's "
                    "metadata (e.g. a task description)")
-    p.add_argument("-j", "--threads", type=_positive_int, help="CPU threads")
+    p.add_argument("-j", "--threads", type=_cli.positive_int, help="CPU threads")
     return p
 
 
 def _check(args):
     """All checks that need no TensorFlow; returns the parsed --metadata."""
     if not os.path.isfile(args.model):
-        raise _UsageError(f"--model: no such file: {args.model}")
+        raise _cli.UsageError(f"--model: no such file: {args.model}")
     if not args.model.endswith(".h5"):
-        raise _UsageError(f"--model: expected an .h5 file written by ICLModel.save; got "
+        raise _cli.UsageError(f"--model: expected an .h5 file written by ICLModel.save; got "
                           f"{args.model}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise _UsageError(f"-o/--out: exists and is not a folder: {args.out}")
+        raise _cli.UsageError(f"-o/--out: exists and is not a folder: {args.out}")
     if args.version is not None and not args.overwrite:
         target = os.path.join(args.out, str(args.version))
         if os.path.exists(target):
-            raise _UsageError(f"--version {args.version}: {target} already exists (pass "
+            raise _cli.UsageError(f"--version {args.version}: {target} already exists (pass "
                               f"--overwrite to replace it)")
     metadata = None
     if args.metadata is not None:
@@ -78,27 +60,20 @@ def _check(args):
             with open(args.metadata, encoding="utf-8") as f:
                 metadata = json.load(f)
         except OSError as err:
-            raise _UsageError(f"--metadata: cannot read {args.metadata}: {err}") from None
+            raise _cli.UsageError(f"--metadata: cannot read {args.metadata}: {err}") from None
         except json.JSONDecodeError as err:
-            raise _UsageError(f"--metadata: {args.metadata} is not valid JSON: {err}") from None
+            raise _cli.UsageError(
+                f"--metadata: {args.metadata} is not valid JSON: {err}") from None
         if not isinstance(metadata, dict):
-            raise _UsageError(f"--metadata: {args.metadata} must hold a JSON object, not "
+            raise _cli.UsageError(f"--metadata: {args.metadata} must hold a JSON object, not "
                               f"{type(metadata).__name__}")
     return metadata
 
 
 def _body(argv):
-    parser = _parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv:
-        parser.print_help()
-        return 0
-    args = parser.parse_args(argv)
+    args = _parser().parse(argv)
     metadata = _check(args)
-    if args.threads:
-        os.environ["TF_NUM_INTRAOP_THREADS"] = str(args.threads)
-        os.environ["TF_NUM_INTEROP_THREADS"] = str(args.threads)
-    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")  # exporting needs no GPU
+    _cli.set_runtime(threads=args.threads, gpu=False)  # exporting needs no GPU
 
     from neuroicl_tf import export
     from neuroicl_tf.models import ICLModel
@@ -110,7 +85,7 @@ def _body(argv):
             version=args.version, overwrite=args.overwrite, spatial_shape=args.spatial_shape,
         )
     except (ValueError, TypeError, FileNotFoundError) as err:
-        raise _UsageError(str(err)) from None
+        raise _cli.UsageError(str(err)) from None
     info = export.read_metadata(path)
     inputs = info["signatures"][export.SERVING_SIGNATURE]["inputs"]
     print(f"Exported {info['model_class'].rsplit('.', 1)[-1]} to {path}")
@@ -126,10 +101,9 @@ def _body(argv):
 def main(argv=None):
     """Entry point of ``neuroicl-export``; returns the exit code."""
     try:
-        return _body(argv)
-    except _UsageError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return 1
+        return _cli.run(_body, argv)
+    except SystemExit as done:  # help printed without arguments
+        return done.code or 0
 
 
 if __name__ == "__main__":
