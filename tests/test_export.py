@@ -159,6 +159,20 @@ def test_neuralizer_export_matches_keras_in_tf1_loader_and_saved_model_cli(tmp_p
     assert meta == ex.read_metadata(version_dir)  # the asset file holds the same JSON
 
 
+def test_neuroverse3d_export_matches_keras_in_tf1_loader_and_saved_model_cli(tmp_path):
+    from neuroicl_tf.models import Neuroverse3D
+
+    model = Neuroverse3D(channels=(2, 4, 8), spatial_shape=(16, 16, 16))
+    version_dir = ex.export_saved_model(model, tmp_path / "export", mini_context=1)
+    inputs = _episode(3, 16, 1, 1, batch=1, length=3)
+    want = _keras_output(model, inputs, mini_context=1, shuffle=False)
+    meta = _check_export_in_fresh_processes(version_dir, inputs, want, tmp_path)
+    assert meta["mini_context"] == 1 and meta["shuffle_mini_contexts"] is False
+    assert meta["model_class"] == "neuroicl_tf.models.neuroverse3d.Neuroverse3D"
+    assert meta["model_config"]["channels"] == [2, 4, 8]
+    assert "percentile" in meta["input_normalization"]
+
+
 def test_loaded_signature_takes_any_batch_and_context_length(tmp_path):
     model = tiny_neuralizer(stages=2, channels=2, size=8)
     version_dir = ex.export_saved_model(model, tmp_path / "e")
