@@ -33,8 +33,9 @@ import neuroicl_tf._compat as _compat
 
 tf = _compat.import_tensorflow()
 
-__all__ = ["export_saved_model", "input_specs", "read_metadata", "METADATA_ASSET",
-           "SERVING_SIGNATURE", "METADATA_SIGNATURE", "OUTPUT_KEY", "INPUT_NAMES"]
+__all__ = ["export_saved_model", "input_specs", "read_metadata", "xla_compiled_functions",
+           "METADATA_ASSET", "SERVING_SIGNATURE", "METADATA_SIGNATURE", "OUTPUT_KEY",
+           "INPUT_NAMES"]
 
 METADATA_ASSET = "neuroicl_metadata.json"
 SERVING_SIGNATURE = "serving_default"
@@ -231,8 +232,35 @@ def _next_version(export_base):
     return max(versions, default=0) + 1
 
 
+def xla_compiled_functions(concrete_function):
+    """Names of the functions in a traced graph that XLA must compile (``jit_compile=True``).
+
+    TF Serving runs such functions only when started with the experimental
+    ``--xla_cpu_compilation_enabled`` (and not at all on some GPU builds), so exports for it
+    should have none.
+
+    Args:
+        concrete_function: a traced ``tf.function`` (e.g. the serving signature).
+
+    Returns:
+        Sorted list of function names (empty if the graph needs no XLA).
+    """
+    graph_def = concrete_function.graph.as_graph_def()
+    names = set()
+    for node in graph_def.node:
+        if "_XlaMustCompile" in node.attr and node.attr["_XlaMustCompile"].b:
+            names.add(node.attr["f"].func.name if "f" in node.attr else node.name)
+    for fn in graph_def.library.function:
+        if "_XlaMustCompile" in fn.attr and fn.attr["_XlaMustCompile"].b:
+            names.add(fn.signature.name)
+        for node in fn.node_def:
+            if "_XlaMustCompile" in node.attr and node.attr["_XlaMustCompile"].b:
+                names.add(node.attr["f"].func.name if "f" in node.attr else node.name)
+    return sorted(names)
+
+
 def export_saved_model(model, export_dir, mini_context=None, metadata=None, version=None,
-                       overwrite=False, spatial_shape=None):
+                       overwrite=False, spatial_shape=None, allow_xla=False):
     """Write ``model`` as a TF Serving SavedModel in ``export_dir/<version>/``.
 
     Args:
@@ -247,12 +275,16 @@ def export_saved_model(model, export_dir, mini_context=None, metadata=None, vers
             an empty base).
         overwrite: replace an existing ``version`` instead of raising.
         spatial_shape: optional spatial sizes to fix where the model's are dynamic.
+        allow_xla: accept a serving graph with XLA-compiled (``jit_compile``) functions. By
+            default that is an error, because TF Serving only runs them with the experimental
+            ``--xla_cpu_compilation_enabled`` flag.
 
     Returns:
         The path of the version folder (str).
 
     Raises:
-        ValueError: bad arguments, or the version exists and ``overwrite`` is False.
+        ValueError: bad arguments, the version exists and ``overwrite`` is False, or the
+            serving graph needs XLA and ``allow_xla`` is False.
         TypeError: ``metadata`` is not a JSON-safe dict.
     """
     if version is not None and (isinstance(version, bool) or not isinstance(version, int)
@@ -291,6 +323,13 @@ def export_saved_model(model, export_dir, mini_context=None, metadata=None, vers
             SERVING_SIGNATURE: module.serve.get_concrete_function(),
             METADATA_SIGNATURE: module.get_metadata.get_concrete_function(),
         }
+        xla = xla_compiled_functions(signatures[SERVING_SIGNATURE])
+        if xla and not allow_xla:
+            raise ValueError(
+                f"the serving graph holds XLA-compiled functions {xla[:5]}, which TF Serving "
+                f"only runs with --xla_cpu_compilation_enabled; build the model without "
+                f"jit_compile or pass allow_xla=True"
+            )
         tf.saved_model.save(module, tmp, signatures=signatures)
         if os.path.exists(final):
             old = tempfile.mkdtemp(prefix=f".old-{version}-", dir=export_base)

@@ -185,6 +185,7 @@ def test_loaded_signature_takes_any_batch_and_context_length(tmp_path):
     meta = json.loads(loaded.get_metadata()["metadata"].numpy().decode())
     assert meta["ndims"] == 2 and meta["in_channels"] == 3 and meta["out_channels"] == 3
     assert json.loads(loaded.signatures["metadata"]()["metadata"].numpy().decode()) == meta
+    assert ex.xla_compiled_functions(serve) == []  # servable without XLA
     # The model's fixed spatial sizes are part of the signature.
     spec = serve.structured_input_signature[1]
     assert spec["target"].shape.as_list() == [None, 8, 8, 3]
@@ -247,6 +248,21 @@ def test_failed_export_leaves_no_version_and_keeps_the_old_one(tmp_path, monkeyp
         ex.export_saved_model(model, base, version=2)
     assert sorted(os.listdir(base)) == ["1"]
     assert os.path.isfile(base / "1" / "saved_model.pb")
+
+
+def test_xla_compiled_graph_is_refused_unless_allowed(tmp_path):
+    @tf.function(jit_compile=True, autograph=False)
+    def fused(x):
+        return tf.nn.gelu(x) * 2.0
+
+    model = standin_model()
+    jit_model = tf.keras.Model(model.inputs, tf.keras.layers.Lambda(fused)(model.outputs[0]))
+    with pytest.raises(ValueError, match="XLA-compiled functions"):
+        ex.export_saved_model(jit_model, tmp_path / "e")
+    assert os.listdir(tmp_path / "e") == []  # nothing written
+    version_dir = ex.export_saved_model(jit_model, tmp_path / "e", allow_xla=True)
+    serve = tf.saved_model.load(version_dir).signatures["serving_default"]
+    assert ex.xla_compiled_functions(serve)
 
 
 # ---------------------------------------------------------------------------------------------
