@@ -7,7 +7,7 @@ Builds requests for the ``serving_default`` signature (inputs ``target`` ``(B, *
 * REST (port 8501, ``POST /v1/models/<name>[/versions/<v>]:predict``): :func:`rest_payload` in the
   columnar ``inputs`` form or the row ``instances`` form, :func:`parse_rest_response`, and
   :func:`predict_rest` (standard library ``urllib``). JSON carries every voxel as decimal text
-  (about 10-12 bytes per float32 value), so prefer gRPC for 3D volumes.
+  (about 20 bytes per float32 intensity, 5 per binary label value), so prefer gRPC for 3D.
 * gRPC (port 8500, ``tensorflow.serving.PredictionService/Predict``): :func:`grpc_request`
   (a ``PredictRequest`` with binary tensor protos), :func:`parse_grpc_response` and
   :func:`predict_grpc`. Needs ``tensorflow-serving-api`` (``pip install
