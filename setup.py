@@ -16,6 +16,9 @@ INSTALL_REQUIRES = [
     "matplotlib",
     "nilearn",
     "tensorboard",  # tf.summary in training; tensorflow 2.21 does not pull it in
+    # neuroicl-predict's affine registration of the context to the target (chosen over antspyx,
+    # which pins numpy<2.4 and scipy<1.16; comparison in docs/predict.md).
+    "SimpleITK>=2.3",
 ]
 
 EXTRAS_REQUIRE = {
@@ -27,7 +30,7 @@ EXTRAS_REQUIRE = {
 # Every command is a thin module in scripts/ with a main(); see docs/cli.md.
 COMMANDS = {
     verb: f"scripts.{verb}:main"
-    for verb in ("demo", "train", "synth", "convert", "export")
+    for verb in ("demo", "train", "synth", "convert", "export", "predict")
 }
 
 setup(
