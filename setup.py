@@ -22,7 +22,9 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest", "ruff"],
+    # The serving API builds and checks gRPC PredictRequests in the tests (needs no server).
+    "test": ["pytest", "ruff", "tensorflow-serving-api==2.21.*"],
+    "serving": ["tensorflow-serving-api==2.21.*"],
     # Reading reference PyTorch .ckpt files; state dicts of numpy arrays need no torch.
     "torch": ["torch"],
 }
