@@ -274,8 +274,13 @@ class LabelMapSource:
         """The isotropic voxel size at which the whole head of subject ``index`` fits ``shape``.
 
         For 2D shapes the head must fit whatever the slice axis, so the largest head extent is
-        compared to the smallest side of the shape. A 5 % margin is added.
+        compared to the smallest side of the shape. A 5 % margin is added. The result is cached:
+        without ``cache_native`` a source would otherwise read its file again for every sample.
         """
+        key = (int(index), tuple(int(s) for s in shape))
+        cached = self.__dict__.setdefault("_fit_spacing", {})
+        if key in cached:
+            return cached[key]
         volume = self.load(index)
         lo, hi = volume.head_box
         extent = (hi - lo) * np.asarray(volume.spacing)
@@ -283,7 +288,8 @@ class LabelMapSource:
             spacing = max(e / s for e, s in zip(extent, shape))
         else:
             spacing = float(extent.max()) / min(shape)
-        return round(1.05 * float(spacing), 3)
+        cached[key] = round(1.05 * float(spacing), 3)
+        return cached[key]
 
     def sample(self, index, shape, voxel_size=None, slice_axis=None, rng=None,
                slice_jitter=0.2):
