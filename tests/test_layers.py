@@ -340,3 +340,55 @@ def test_scale_gradient_layer_with_tensor_scale_in_tf_function():
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(layer(x))
     np.testing.assert_allclose(tape.gradient(loss, x), np.full((2, 3), 2.0))
+
+
+# ----------------------------------------------------------------------------- up-block
+
+
+@pytest.mark.parametrize("ndims", [2, 3])
+def test_upsample_concat_conv_equals_direct_form(ndims):
+    a, skip = _rand(2, *([3] * ndims), 4), _rand(2, *([6] * ndims), 2)
+    check_layer(layers.UpsampleConcatConv, {"filters": 5, "ndims": ndims}, [a, skip],
+                expected_output_shape=(2, *([6] * ndims), 5))
+    block = layers.UpsampleConcatConv(5, ndims)
+    got = block([a, skip])
+    assert block.conv.kernel.shape == (*([1] * ndims), 6, 5)
+    cat = np.concatenate([np_upsample(a, ndims), skip], axis=-1)
+    want = np_conv(cat, block.conv.kernel.numpy(), block.conv.bias.numpy())
+    assert rel_err(got, want) < 1e-5
+    # Context form (B, L, ...): folded over L with the same weights.
+    ctx = block([np.stack([a, 2 * a], 1), np.stack([skip, skip], 1)]).numpy()
+    np.testing.assert_allclose(ctx[:, 0], got, atol=1e-6)
+    assert rel_err(ctx[:, 1], np_conv(np.concatenate([np_upsample(2 * a, ndims), skip], -1),
+                                      block.conv.kernel.numpy(), block.conv.bias.numpy())) < 1e-5
+
+
+# ----------------------------------------------------------------------------- XLA fusion
+
+
+def test_xla_fusion_matches_plain_ops_values_and_gradients():
+    x, c = _rand(1, 8, 8, 3), _rand(1, 2, 8, 8, 3)
+    block = layers.PairwiseConvAvg(3, 2)
+    up = layers.UpsampleConcatConv(3, 2)
+    t2c, c2t = layers.TargetToContextFusion(3, 2), layers.ContextToTargetFusion(3, 2)
+
+    def run():
+        with tf.GradientTape() as tape:
+            x_new, c_new = block([x, c])
+            out = [x_new, c_new, up([x_new[:, ::2, ::2], x_new]), t2c([c, x]), c2t([x, x])]
+            loss = sum(tf.reduce_sum(o * o) for o in out)
+        weights = (block.trainable_weights + up.trainable_weights + t2c.trainable_weights
+                   + c2t.trainable_weights)
+        return [o.numpy() for o in out], [g.numpy() for g in tape.gradient(loss, weights)]
+
+    was = layers.xla_fusion_enabled()
+    try:
+        layers.set_xla_fusion(False)
+        plain, plain_grads = run()
+        layers.set_xla_fusion(True)
+        fused, fused_grads = run()
+    finally:
+        layers.set_xla_fusion(was)
+    for p, f in zip(plain + plain_grads, fused + fused_grads):
+        assert rel_err(f, p) < 1e-5
+    assert len(plain_grads) == 12 + 2 + 6 + 6  # every weight got a gradient

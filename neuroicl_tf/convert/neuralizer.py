@@ -123,9 +123,9 @@ def conv_mapping(model):
     for j in range(stages - 1):
         entries += _pca_block(f"dec_blocks.{j}", get(f"dec_blocks_{j}"))
         entries.append((f"upsample_blocks.{j}.target_conv_layer",
-                        get(f"upsample_blocks_{j}_target_conv_layer")))
+                        get(f"upsample_blocks_{j}_target_conv_layer").conv))
         entries.append((f"upsample_blocks.{j}.context_conv_layer.module",
-                        get(f"upsample_blocks_{j}_context_conv_layer").layer))
+                        get(f"upsample_blocks_{j}_context_conv_layer").conv))
     entries += _residual_unit("output_block.block.0", get("output_block_0"))
     entries.append(("output_block.block.1", get("output_block_1")))
     return entries

@@ -95,14 +95,13 @@ class Neuralizer(ICLModel):
 
         for j in range(stages - 1):
             skip_t, skip_c = shortcuts[stages - 2 - j]
-            t = nl.Upsample(d, name=f"up_target_{j}")(t)
-            c = nl.ContextFold(nl.Upsample(d, name="module"), name=f"up_context_{j}")(c)
-            t = KL.Concatenate(axis=-1, name=f"cat_target_{j}")([t, skip_t])
-            c = KL.Concatenate(axis=-1, name=f"cat_context_{j}")([c, skip_c])
-            t = nl.conv(c_, 1, d, name=f"upsample_blocks_{j}_target_conv_layer")(t)
-            c = nl.ContextFold(
-                nl.conv(c_, 1, d, name="module"), name=f"upsample_blocks_{j}_context_conv_layer"
-            )(c)
+            # x2 bilinear up-sampling, [up-sampled ‖ shortcut], 1x1 conv (SPEC §1.6).
+            t = nl.UpsampleConcatConv(
+                c_, d, name=f"upsample_blocks_{j}_target_conv_layer"
+            )([t, skip_t])
+            c = nl.UpsampleConcatConv(
+                c_, d, name=f"upsample_blocks_{j}_context_conv_layer"
+            )([c, skip_c])
             block += 1
             t, c = nl.PairwiseConvAvg(
                 c_, d, update_context=block < n_blocks, name=f"dec_blocks_{j}"
