@@ -32,7 +32,7 @@ EXTRAS_REQUIRE = {
 # Every command is a thin module in scripts/ with a main(); see docs/cli.md.
 COMMANDS = {
     verb: f"scripts.{verb}:main"
-    for verb in ("demo", "train", "synth", "convert", "export", "predict")
+    for verb in ("demo", "train", "synth", "convert", "export", "predict", "evaluate")
 }
 
 setup(
