@@ -229,7 +229,7 @@ def test_model_size_sources(tmp_path, data):
     assert model_size(model, data["model2d"])[0] == (192, 192)
     run = tmp_path / "run"
     run.mkdir()
-    (run / "train_config.json").write_text('{"shape": [32, 32]}')
+    (run / "train_config.json").write_text('{"model": {}, "train": {"shape": [32, 32]}}')
     size, source = model_size(model, str(run / "model.h5"))
     assert size == (32, 32) and source.endswith("train_config.json")
     assert model_size(model, None, 24)[0] == (24, 24)

@@ -109,7 +109,9 @@ def model_size(model, path=None, size=None):
             size, source = tuple(int(s) for s in static), "the model's spatial_shape"
         elif config_path and os.path.isfile(config_path):
             with open(config_path) as f:
-                shape = json.load(f).get("shape")
+                saved = json.load(f)
+            # neuroicl-train writes {"model": {...}, "train": {"shape": ...}}.
+            shape = (saved.get("train") or saved).get("shape")
             if shape and len(shape) == ndims:
                 size, source = tuple(int(s) for s in shape), config_path
         if size is None:
