@@ -230,7 +230,9 @@ def test_train_step_applies_the_apsp_gradient(tiny):
     model, inputs = _model_from_npz(data, shuffle=False)
     before = state_dict_from_keras(model)
     lr = 1000.0  # large, so that (before - after) / lr does not lose digits to cancellation
-    model.compile(tf.keras.optimizers.SGD(lr),
+    optimizer = tf.keras.optimizers.SGD(lr)
+    optimizer.build(model.trainable_variables)  # no variable creation inside the traced step
+    model.compile(optimizer,
                   loss=lambda y_true, y_pred: tf.reduce_mean(y_pred, axis=[1, 2, 3, 4]))
     model.fit(inputs, inputs[0], batch_size=1, epochs=1, verbose=0, shuffle=False,
               mini_context=2)

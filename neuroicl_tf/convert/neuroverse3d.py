@@ -154,7 +154,7 @@ def conv_mapping(model):
         f"{cu}.enc_blocks.{stages - 1}.context_conv.module", bottleneck
     )
     for j in range(stages - 1):
-        up = unet.get_layer(f"upsample_blocks_{j}").layer
+        up = unet.get_layer(f"upsample_blocks_{j}").conv
         entries.append((f"{cu}.upsample_blocks.{j}.context_conv_layer.module", up))
         dec = unet.get_layer(f"dec_blocks_{j}").layer
         entries += _residual_unit_entries(f"{cu}.dec_blocks.{j}.context_conv.module", dec)
@@ -166,7 +166,7 @@ def conv_mapping(model):
         (f"{td}.enc_blocks.0.combine_conv_target.module", bottleneck.combine_conv_target)
     )
     for j in range(stages - 1):
-        up = decoder.get_layer(f"upsample_blocks_{j}")
+        up = decoder.get_layer(f"upsample_blocks_{j}").conv
         entries.append((f"{td}.upsample_blocks.{j}.target_conv_layer", up))
         dec = decoder.get_layer(f"dec_blocks_{j}")
         entries += _residual_unit_entries(f"{td}.dec_blocks.{j}.target_conv", dec.target_conv)

@@ -141,8 +141,9 @@ def build_context_unet(channels, in_channels=1, out_channels=1, ndims=3, spatial
     Layers: ``context_embedding`` (1x1 conv over [image ‖ label], Cin + Cout -> C_0),
     ``enc_blocks_k`` (target-to-context fusion at C_k, k = 0..S-2; ``enc_blocks_{S-1}`` is the
     bottleneck residual unit, no fusion), ``downsample_blocks_k`` (conv k4 s2),
-    ``upsample_blocks_j`` (1x1 conv over [up-sampled ‖ s_k]) and ``dec_blocks_j`` (residual
-    unit), j = 0..S-2 with k = S-2-j. No fusion in the decoder.
+    ``upsample_blocks_j`` (1x1 conv over [up-sampled ‖ s_k], computed without the concatenation
+    by ``UpsampleConcatConv``) and ``dec_blocks_j`` (residual unit), j = 0..S-2 with
+    k = S-2-j. No fusion in the decoder.
 
     Args:
         channels: widths ``(C_0, ..., C_{S-1})``.
@@ -182,11 +183,9 @@ def build_context_unet(channels, in_channels=1, out_channels=1, ndims=3, spatial
     features = [c]
     for j in range(stages - 1):
         k = stages - 2 - j
-        c = nl.ContextFold(nl.Upsample(ndims, name="upsample"), name=f"upsample_{j}")(c)
-        c = KL.Concatenate(axis=-1, name=f"concat_{j}")([c, shortcuts[k]])
-        c = nl.ContextFold(
-            nl.conv(channels[k], 1, ndims, name="conv"), name=f"upsample_blocks_{j}"
-        )(c)
+        c = nl.UpsampleConcatConv(channels[k], ndims, name=f"upsample_blocks_{j}")(
+            [c, shortcuts[k]]
+        )
         c = nl.ContextFold(
             nl.ResidualUnit(channels[k], ndims, name="residual_unit"), name=f"dec_blocks_{j}"
         )(c)
@@ -199,7 +198,8 @@ def build_target_decoder(channels, out_channels=1, ndims=3, spatial_shape=None,
     """The target decoder with context-to-target fusion (SPEC §3.4; reference ``TargetDecoder``).
 
     Layers: ``enc_blocks_0`` (fusion at the bottleneck, C_{S-1}), ``upsample_blocks_j`` (1x1
-    conv over [up-sampled ‖ t_k]) and ``dec_blocks_j`` (fusion at C_k), j = 0..S-2 with
+    conv over [up-sampled ‖ t_k], an ``UpsampleConcatConv``) and ``dec_blocks_j`` (fusion at
+    C_k), j = 0..S-2 with
     k = S-2-j, then ``output_block_0`` (residual unit at C_0) and ``output_block_1`` (1x1 conv
     C_0 -> Cout, no activation).
 
@@ -234,9 +234,9 @@ def build_target_decoder(channels, out_channels=1, ndims=3, spatial_shape=None,
     t = nl.ContextToTargetFusion(channels[-1], ndims, name="enc_blocks_0")([bottom, means[0]])
     for j in range(stages - 1):
         k = stages - 2 - j
-        t = nl.Upsample(ndims, name=f"upsample_{j}")(t)
-        t = KL.Concatenate(axis=-1, name=f"concat_{j}")([t, shortcuts[k]])
-        t = nl.conv(channels[k], 1, ndims, name=f"upsample_blocks_{j}")(t)
+        t = nl.UpsampleConcatConv(channels[k], ndims, name=f"upsample_blocks_{j}")(
+            [t, shortcuts[k]]
+        )
         t = nl.ContextToTargetFusion(channels[k], ndims, name=f"dec_blocks_{j}")([t, means[j + 1]])
     t = nl.ResidualUnit(channels[0], ndims, name="output_block_0")(t)
     y = nl.conv(out_channels, 1, ndims, name="output_block_1")(t)
