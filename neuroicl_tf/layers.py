@@ -14,11 +14,14 @@ target term be broadcast over L instead of being copied L times.
 
 Speed: on the CPU the convolutions run at close to the machine's matmul rate, and the
 element-wise work around them (exact GELU, residual sums, the fusion 1x1 convs, up-sampling)
-costs as much again when every TF op makes its own pass over memory. By default these
-element-wise parts are compiled with XLA (``tf.function(jit_compile=True)``) into fused kernels,
-while the 3x3 convolutions stay on TensorFlow's oneDNN kernels. :func:`set_xla_fusion` (or the
-environment variable ``NEUROICL_XLA_FUSION=0``) switches to plain TF ops with the same values;
-the setting is read when a layer's call is traced. Results agree to float32 rounding either way.
+costs about as much again when every TF op makes its own pass over memory. The layers therefore
+use as few passes as they can in plain TF ops (a 4-op GELU, no materialised concatenations, one
+ResizeBilinear op for 2D up-sampling). Optionally (:func:`set_xla_fusion(True)
+<set_xla_fusion>` or ``NEUROICL_XLA_FUSION=1``) the element-wise parts are compiled with XLA into
+fused kernels while the 3x3 convolutions stay on TensorFlow's oneDNN kernels; this is off by
+default because every new input shape then costs seconds of compilation and the measured gain
+was small and inconsistent (see ``benchmarks/bench_models.py --levers``). The setting is read
+when a layer's call is traced; both give the same values to float32 rounding.
 """
 
 import math
@@ -91,10 +94,10 @@ _SETTINGS = {
 
 
 def set_xla_fusion(enabled):
-    """Compile the element-wise parts of the layers with XLA (True, default) or not (False).
+    """Compile the element-wise parts of the layers with XLA (True) or not (False, default).
 
-    Read when a layer's call is traced: set it before building/tracing a model (for example
-    ``False`` before exporting a SavedModel for a server built without XLA).
+    Read when a layer's call is traced: set it before building/tracing a model. A SavedModel
+    traced with it on needs a server with XLA's CPU JIT.
     """
     _SETTINGS["xla_fusion"] = bool(enabled)
 
@@ -115,9 +118,10 @@ def _dim(t, axis):
     return size if size is not None else tf.shape(t)[axis]
 
 
-def _fused(plain):
-    """``plain`` with an XLA-compiled twin chosen at trace time by :func:`xla_fusion_enabled`."""
-    compiled = _xla(plain)
+def _fused(plain, for_xla=None):
+    """``plain`` with an XLA-compiled twin (of ``for_xla``, default ``plain``) chosen at trace
+    time by :func:`xla_fusion_enabled`."""
+    compiled = _xla(for_xla or plain)
 
     def run(*args):
         return compiled(*args) if _SETTINGS["xla_fusion"] else plain(*args)
@@ -654,15 +658,27 @@ def _upsample_separable(x):
     return x
 
 
-def _up_block(a, skip, k, b):
+def _up_block(a, skip, k, b, upsample=_upsample_separable):
     """``W[up2(a) ‖ skip] + b`` as ``up2(a @ W_a) + skip @ W_s + b`` (1x1 conv and linear
     up-sampling commute; the up-sampling weights sum to 1, so the bias may follow)."""
     f_a = _dim(a, -1)
-    return _upsample_separable(_pointwise(a, k[:f_a])) + (_pointwise(skip, k[f_a:]) + b)
+    return upsample(_pointwise(a, k[:f_a])) + (_pointwise(skip, k[f_a:]) + b)
+
+
+def _upsample_fast(x):
+    # In 2D one ResizeBilinear op (half-pixel centres, the same values) beats the separable
+    # formula's dozen ops when each op is its own pass over memory.
+    if x.shape.rank == 4:
+        return tf.image.resize(x, 2 * tf.shape(x)[1:3], method="bilinear")
+    return _upsample_separable(x)
+
+
+def _up_block_tf(a, skip, k, b):
+    return _up_block(a, skip, k, b, upsample=_upsample_fast)
 
 
 _upsample_separable_fused = _fused(_upsample_separable)
-_up_block_fused = _fused(_up_block)
+_up_block_fused = _fused(_up_block_tf, for_xla=_up_block)
 
 
 def upsample2x(x, ndims, method="separable"):
