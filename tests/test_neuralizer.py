@@ -120,7 +120,7 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("key,fn,message", BAD_INPUTS)
 def test_validate_inputs_messages(key, fn, message):
-    model = tiny()
+    model = tiny(stages=1)
     x = _bad(episode(b=2, length=2, size=16), key, fn)
     with pytest.raises(ValueError, match=message) as info:
         model(x)
@@ -150,7 +150,7 @@ def test_validate_divisibility_and_input_forms():
 
 
 def test_save_load_roundtrip_and_errors(tmp_path):
-    model = tiny(in_channels=1, out_channels=2, spatial_shape=[8, 8])
+    model = tiny(stages=1, in_channels=1, out_channels=2, spatial_shape=[8, 8])
     x = episode(b=1, length=2, size=8, cin=1, cout=2)
     path = tmp_path / "m.weights.h5"
     model.save(str(path))
@@ -208,7 +208,7 @@ class PerSampleMSE(tf.keras.losses.Loss):
 
 
 def test_compute_loss_uses_per_sample_with_task_kind_and_weights():
-    model = tiny()
+    model = tiny(stages=1)
     model.compile(optimizer=tf.keras.optimizers.SGD(0.0), loss=PerSampleMSE())
     x = episode(b=4, length=2, size=8)
     x["task_kind"] = np.array([0, 1, 1, 0], np.int32)
@@ -234,7 +234,7 @@ def test_compute_loss_uses_per_sample_with_task_kind_and_weights():
 
 
 def test_fit_trains_with_task_kind_dataset():
-    model = tiny()
+    model = tiny(stages=1)
     model.compile(optimizer=tf.keras.optimizers.Adam(1e-2), loss=PerSampleMSE())
     x = episode(b=2, length=2, size=8)
     y = np.zeros((2, 8, 8, 3), np.float32)
@@ -248,7 +248,7 @@ def test_fit_trains_with_task_kind_dataset():
 
 
 def test_saved_model_export_with_dynamic_dims(tmp_path):
-    model = tiny()
+    model = tiny(stages=1)
     module = tf.Module()
     module.model = model
     spec = [tf.TensorSpec((None, None, None, 3), name="target"),
@@ -320,3 +320,57 @@ def test_layer_level_sanity_with_fixture_weights(fixture):
     )
     got = ru(emb).numpy()
     assert np.abs(got - np_residual_unit(emb, ru)).max() / np.abs(got).max() < 1e-5
+
+
+MIRRORED_SCRIPT = r"""
+import json, sys
+import numpy as np
+from neuroicl_tf import _compat
+tf = _compat.import_tensorflow()
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from neuroicl_tf.models import Neuralizer
+
+class PerSampleMSE(tf.keras.losses.Loss):
+    def call(self, y_true, y_pred):
+        return tf.reduce_mean(tf.square(y_true - y_pred), axis=[1, 2, 3])
+    def per_sample(self, y_true, y_pred, task_kind):
+        per = tf.reduce_mean(tf.square(y_true - y_pred), axis=[1, 2, 3])
+        return per * (1.0 + tf.cast(task_kind, per.dtype))
+
+rng = np.random.default_rng(0)
+x = {"target": rng.uniform(size=(4, 8, 8, 3)).astype("f4"),
+     "context_in": rng.uniform(size=(4, 2, 8, 8, 3)).astype("f4"),
+     "context_out": rng.uniform(size=(4, 2, 8, 8, 3)).astype("f4"),
+     "task_kind": np.array([0, 1, 1, 0], "i4")}
+y = rng.uniform(size=(4, 8, 8, 3)).astype("f4")
+w = np.array([1.0, 0.5, 2.0, 0.0], "f4")
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    model = Neuralizer(stages=1, channels=4)
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.0), loss=PerSampleMSE())
+pred = model.predict(x, batch_size=4, verbose=0)
+want = float(np.mean(((y - pred) ** 2).mean(axis=(1, 2, 3)) * (1 + x["task_kind"]) * w))
+ds = tf.data.Dataset.from_tensors((x, y, w))
+hist = model.fit(ds, epochs=1, verbose=0)
+logs = model.evaluate(ds, verbose=0, return_dict=True)
+print(json.dumps({"replicas": strategy.num_replicas_in_sync, "want": want,
+                  "fit": hist.history["loss"][0], "evaluate": logs["loss"]}))
+"""
+
+
+def test_loss_under_mirrored_strategy_is_the_global_mean(tmp_path):
+    """Two replicas split the batch of 4: the logged loss must still be the mean of w * per."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "mirrored.py"
+    script.write_text(MIRRORED_SCRIPT)
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    res = json.loads(run.stdout.strip().splitlines()[-1])
+    assert res["replicas"] == 2
+    assert res["fit"] == pytest.approx(res["want"], rel=1e-5)
+    assert res["evaluate"] == pytest.approx(res["want"], rel=1e-5)
