@@ -277,7 +277,7 @@ def apsp_forward_for_gradient(model, inputs, tape=None, training=True, mini_cont
         tf.convert_to_tensor(x) for x in model.validate_inputs(inputs)
     )
     mini_context, shuffle = model._resolve_apsp_settings(mini_context, shuffle)
-    *shortcuts, bottom = model.target_encoder(target, training=training)
+    *shortcuts, bottom = tf.nest.flatten(model.target_encoder(target, training=training))
     means = model.apsp.forward_for_gradient(
         [context_in, context_out, *shortcuts],
         tape,
@@ -338,8 +338,8 @@ class Neuroverse3D(ICLModel):
         target = tf.keras.Input(shape + (in_channels,), name="target")
         context_in = tf.keras.Input((None,) + shape + (in_channels,), name="context_in")
         context_out = tf.keras.Input((None,) + shape + (out_channels,), name="context_out")
-        *shortcuts, bottom = encoder(target)
-        means = apsp([context_in, context_out, *shortcuts])
+        *shortcuts, bottom = tf.nest.flatten(encoder(target))
+        means = tf.nest.flatten(apsp([context_in, context_out, *shortcuts]))
         output = decoder([bottom, *shortcuts, *means])
         super().__init__(inputs=[target, context_in, context_out], outputs=output, name=name)
 
@@ -440,13 +440,14 @@ class Neuroverse3D(ICLModel):
     def _forward(self, inputs, training, mini_context, shuffle):
         target, context_in, context_out = self.validate_inputs(inputs)
         mini_context, shuffle = self._resolve_apsp_settings(mini_context, shuffle)
-        *shortcuts, bottom = self.target_encoder(target, training=training)
+        *shortcuts, bottom = tf.nest.flatten(self.target_encoder(target, training=training))
         means = self.apsp(
             [context_in, context_out, *shortcuts],
             training=training,
             mini_context=mini_context,
             shuffle=shuffle,
         )
+        means = tf.nest.flatten(means)  # one stage: Keras may hand back a bare tensor
         return self.target_decoder([bottom, *shortcuts, *means], training=training)
 
     @_no_autograph
