@@ -42,8 +42,8 @@ def _parser():
     src.add_argument("--procedural", type=int, default=0, help="number of procedural subjects")
     src.add_argument("--real", choices=REAL_SCANS,
                      help="deformations of a real T1 with derived labels")
-    src.add_argument("--real-subjects", dest="n_real", type=_cli.positive_int, default=12,
-                     help="subjects made from the real scan (default 12)")
+    src.add_argument("--real-subjects", dest="n_real", type=_cli.positive_int, default=20,
+                     help="subjects made from the real scan (default 20)")
     src.add_argument("--holdout", type=_cli.positive_int, default=4,
                      help="held-out target subjects; the rest is the context pool (default 4)")
     src.add_argument("--seed", type=int, default=0,

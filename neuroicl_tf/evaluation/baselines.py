@@ -57,36 +57,43 @@ def _conv(ndims):
     return getattr(tf.keras.layers, f"Conv{ndims}D")
 
 
-def build_unet(ndims, width, stages, channels=1, name="fewshot_unet"):
-    """A plain U-Net: two 3^n convs + ReLU per level, widths ``width * 2**level``, max pooling
-    down, nearest up-sampling + concatenation up, a 1x1 conv and a sigmoid at the end.
+def build_unet(ndims, width, stages, channels=1, output_activation="sigmoid",
+               name="fewshot_unet"):
+    """A plain U-Net: two 3^n convs + leaky ReLU per level, widths ``width * 2**level``, max
+    pooling down, nearest up-sampling + concatenation up, a 1x1 conv at the end.
 
     Args:
         ndims: 2 or 3.
         width: channels of the first level.
         stages: number of levels (sizes must be divisible by ``2 ** (stages - 1)``).
         channels: input and output channels.
+        output_activation: of the last conv (``"sigmoid"`` for masks, None for images).
         name: model name.
 
     Returns:
-        A ``tf.keras.Model`` (B, *S, channels) -> (B, *S, channels) in [0, 1].
+        A ``tf.keras.Model`` (B, *S, channels) -> (B, *S, channels).
     """
     conv = _conv(ndims)
     pool = getattr(tf.keras.layers, f"MaxPooling{ndims}D")
     up = getattr(tf.keras.layers, f"UpSampling{ndims}D")
     x = inputs = tf.keras.Input((None,) * ndims + (channels,))
+
+    def block(x, filters):
+        for _ in range(2):
+            # leaky: with plain ReLUs some few-shot runs died into a constant output
+            x = tf.keras.layers.LeakyReLU(0.1)(conv(filters, 3, padding="same")(x))
+        return x
+
     skips = []
     for level in range(stages):
-        for _ in range(2):
-            x = conv(width * 2 ** level, 3, padding="same", activation="relu")(x)
+        x = block(x, width * 2 ** level)
         if level < stages - 1:
             skips.append(x)
             x = pool(2)(x)
     for level in reversed(range(stages - 1)):
         x = tf.keras.layers.Concatenate()([up(2)(x), skips[level]])
-        for _ in range(2):
-            x = conv(width * 2 ** level, 3, padding="same", activation="relu")(x)
-    outputs = conv(channels, 1, activation="sigmoid")(x)
+        x = block(x, width * 2 ** level)
+    outputs = conv(channels, 1, activation=output_activation)(x)
     return tf.keras.Model(inputs, outputs, name=name)
 
 
@@ -177,9 +184,12 @@ class FewShotUNet:
         self.steps, self.batch_size = steps, batch_size
         self.augment, self.seed = bool(augment), int(seed)
         tf.keras.utils.set_random_seed(self.seed)
-        self.model = build_unet(ndims, width, stages)
+        # images: a linear output (scores clip it to [0, 1]); a sigmoid saturated at 0 in some
+        # runs and never recovered
+        activation = "sigmoid" if self.kind == KIND_SEGMENTATION else None
+        self.model = build_unet(ndims, width, stages, output_activation=activation)
         self._initial = [w.copy() for w in self.model.get_weights()]
-        self.optimizer = tf.keras.optimizers.Adam(learning_rate)
+        self.optimizer = tf.keras.optimizers.Adam(learning_rate, clipnorm=1.0)
         self.optimizer.build(self.model.trainable_variables)
         self._step = self._make_step()
 
@@ -248,5 +258,5 @@ class FewShotUNet:
         return losses
 
     def predict(self, x):
-        """(T, *S, 1) predictions in [0, 1] for the inputs ``x`` (T, *S, 1)."""
-        return self.model(np.asarray(x, np.float32), training=False).numpy()
+        """(T, *S, 1) predictions for the inputs ``x`` (T, *S, 1), clipped to [0, 1]."""
+        return np.clip(self.model(np.asarray(x, np.float32), training=False).numpy(), 0, 1)

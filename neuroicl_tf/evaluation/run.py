@@ -38,7 +38,7 @@ class EvalSources:
     unsuitable: dict = dataclasses.field(default_factory=dict)
 
 
-def make_sources(labels=None, mni=0, procedural=0, real=None, n_real=12, holdout=4, seed=0,
+def make_sources(labels=None, mni=0, procedural=0, real=None, n_real=20, holdout=4, seed=0,
                  shape=(64, 64)):
     """Targets and context pool from one source, split as ``neuroicl-train`` splits it.
 
