@@ -131,6 +131,20 @@ def test_residual_unit(ndims, size):
     assert out.shape == x.shape
 
 
+@pytest.mark.parametrize("ndims", [2, 3])
+def test_residual_unit_eager_gradients_match_direct_form(ndims):
+    ru = layers.ResidualUnit(2, ndims)
+    x = tf.constant(_rand(1, *([4] * ndims), 2))
+    ru(x)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        got = tf.reduce_sum(ru(x) ** 2)
+        h = tf.nn.gelu(ru.convs[0](x), approximate=False)
+        want = tf.reduce_sum(tf.nn.gelu(x + ru.convs[1](h), approximate=False) ** 2)
+    for a, b in zip(tape.gradient(got, [x] + ru.weights), tape.gradient(want, [x] + ru.weights)):
+        assert rel_err(a, b) < 1e-5
+
+
 def test_residual_unit_three_convs_and_bad_channels():
     ru = layers.ResidualUnit(3, 2, conv_layers=3)
     x = _rand(1, 6, 6, 3)
