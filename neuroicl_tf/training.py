@@ -594,19 +594,19 @@ def train(out, **kwargs):
         _write_json(os.path.join(config.out, CONFIG_NAME),
                     {"model": config.model_config(), "train": dataclasses.asdict(config)})
 
-    writer = None
-    if config.tensorboard and chief:
-        writer = tf.summary.create_file_writer(os.path.join(config.out, "logs"))
-    val_sets = _validation_sets(val_sources, config)
-    fit_kwargs = {"mini_context": config.mini_context} if config.mini_context else {}
-    progbar = tf.keras.utils.Progbar(config.steps, verbose=1 if config.progress else 0,
-                                     unit_name="step")
-
     step = int(optimizer.iterations.numpy())
     start_step, started = step, time.perf_counter()
     fit_seconds, history = 0.0, []
+    # From here on an interrupt (Ctrl-C, or SIGTERM from a scheduler) leaves a checkpoint.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
+        writer = None
+        if config.tensorboard and chief:
+            writer = tf.summary.create_file_writer(os.path.join(config.out, "logs"))
+        val_sets = _validation_sets(val_sources, config)
+        fit_kwargs = {"mini_context": config.mini_context} if config.mini_context else {}
+        progbar = tf.keras.utils.Progbar(config.steps, verbose=1 if config.progress else 0,
+                                         unit_name="step")
         while step < config.steps:
             boundary = min(
                 _next_multiple(step, config.checkpoint_every),

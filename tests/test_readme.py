@@ -19,6 +19,8 @@ def test_python_example_runs():
     # Same code, two steps instead of a hundred and a smaller model, so the test takes seconds.
     code = code.replace("steps_per_epoch=100", "steps_per_epoch=2")
     code = code.replace("shape=(64, 64)", "shape=(32, 32)").replace("channels=16", "channels=4")
+    code = code.replace("n=16, shape=(64, 64, 64)", "n=6, shape=(32, 32, 32)")
+    code = code.replace("context_size=(1, 8)", "context_size=(1, 3)")
     namespace = {}
     exec(compile(code, "README.md", "exec"), namespace)
     history = namespace["model"].history.history

@@ -137,3 +137,38 @@ def test_two_workers_on_localhost_train_to_the_same_weights(tmp_path):
     assert chief.keys() == other.keys() and chief
     for name in chief:
         np.testing.assert_allclose(other[name], chief[name], rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_interrupted_run_leaves_a_checkpoint_that_resumes(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    code = f"""
+        from neuroicl_tf.training import train
+        kwargs = {TINY!r}
+        kwargs.update(steps=400, val_every=400, checkpoint_every=400)
+        try:
+            train({str(out)!r}, **kwargs)
+        except KeyboardInterrupt:
+            raise SystemExit(130)
+        raise SystemExit(0)
+    """
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "train_config.json").exists() and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(8)  # well into validation-set synthesis or the first fit round
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    assert "checkpoint saved" in err
+    saved = _weights_of_checkpoint(str(out / "checkpoints"))
+    assert saved, "the interrupted run left no checkpoint"
+    import tensorflow as tf
+
+    interrupted_at = int(tf.train.latest_checkpoint(str(out / "checkpoints")).rsplit("-", 1)[1])
+    resumed = train(out, **{**TINY, "val_every": 400, "checkpoint_every": 400},
+                    steps=interrupted_at + 2, resume=True)
+    assert resumed["steps"] == interrupted_at + 2 and resumed["steps_this_run"] == 2
