@@ -51,6 +51,16 @@ def folder(tmp_path):
 # folders -----------------------------------------------------------------------------------------
 
 
+def test_a_list_may_mix_folders_and_files(folder, tmp_path_factory):
+    other = tmp_path_factory.mktemp("more")
+    write(other / "extra.nii.gz", head())
+    source = LabelMapFolder([folder, str(other / "extra.nii.gz")])
+    assert source.names == ["sub0", "sub1", "sub2", "extra"]
+    empty = tmp_path_factory.mktemp("empty")
+    with pytest.raises(ValueError, match="holds no NIfTI"):
+        LabelMapFolder([folder, empty])
+
+
 def test_folder_loads_sorted_names_and_samples(folder):
     source = LabelMapFolder(folder)
     assert source.names == ["sub0", "sub1", "sub2"] and len(source) == 3

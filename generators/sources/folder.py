@@ -14,6 +14,7 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz", ".mgz")
 
 
 def _list_nifti(paths_or_folder, argname):
+    """The NIfTI/MGZ files named by a folder, a file, or a list mixing folders and files."""
     if isinstance(paths_or_folder, (str, os.PathLike)):
         folder = os.fspath(paths_or_folder)
         if os.path.isdir(folder):
@@ -35,10 +36,15 @@ def _list_nifti(paths_or_folder, argname):
             f"{argname} must be a folder or a list of paths, got {paths_or_folder!r}") from err
     if not paths:
         raise ValueError(f"{argname}: the list of paths is empty")
+    files = []
     for p in paths:
-        if not os.path.isfile(p):
+        if os.path.isdir(p):
+            files.extend(_list_nifti(p, argname))
+        elif os.path.isfile(p):
+            files.append(p)
+        else:
             raise ValueError(f"{argname}: file {p!r} does not exist")
-    return paths
+    return files
 
 
 def _stem(path):
