@@ -1,7 +1,7 @@
 """Neuroverse3D: structure, APSP behaviour and training, conversion, parity with the reference.
 
 Parity tests need ``../shared/reference/fixtures/neuroverse3d_c4-64_32cube.npz`` and skip without
-it; ``tests/fixtures/neuroverse3d_tiny_apsp.npz`` (made by ``tests/fixtures/make_apsp_fixture.py``
+it; ``tests/fixtures/selfmade_apsp_tiny.npz`` (made by ``tests/fixtures/make_apsp_fixture.py``
 from this port) checks the APSP math on a bare machine.
 """
 
@@ -26,7 +26,7 @@ from neuroicl_tf.convert.neuroverse3d import (
 from neuroicl_tf.models.neuroverse3d import Neuroverse3D, apsp_forward_for_gradient
 
 HERE = Path(__file__).resolve().parent
-TINY_FIXTURE = HERE / "fixtures" / "neuroverse3d_tiny_apsp.npz"
+TINY_FIXTURE = HERE / "fixtures" / "selfmade_apsp_tiny.npz"
 REFERENCE_FIXTURE = (
     HERE.parents[1] / "shared" / "reference" / "fixtures" / "neuroverse3d_c4-64_32cube.npz"
 )
