@@ -179,6 +179,14 @@ def save_nifti(path, array, affine, header=None):
         img.set_sform(affine, code=sform_code)
         img.set_qform(affine, code=qform_code)
 
+    save_image_atomic(img, name)
+
+
+def save_image_atomic(img, path):
+    """Write a nibabel image to a temporary file beside ``path``, then rename it into place,
+    so that an interrupted or failed write never leaves a half-written ``path``."""
+    name = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(name))
     suffix = ".nii.gz" if name.endswith(".nii.gz") else ".nii"
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(name)}.", suffix=suffix, dir=folder)
     os.close(fd)

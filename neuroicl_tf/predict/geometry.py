@@ -15,7 +15,6 @@ No TensorFlow here (numpy, scipy, nibabel).
 import dataclasses
 import math
 import os
-import tempfile
 
 import nibabel as nib
 import numpy as np
@@ -344,14 +343,4 @@ def save_like(path, array, header, shape=None):
     hdr.set_slope_inter(1.0, 0.0)
     # With the header's own best affine, nibabel leaves the qform and sform fields untouched.
     img = klass(array, hdr.get_best_affine(), header=hdr)
-    folder = os.path.dirname(os.path.abspath(name))
-    suffix = ".nii.gz" if name.endswith(".nii.gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(name)}.", suffix=suffix, dir=folder)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, name)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    nio.save_image_atomic(img, name)
