@@ -5,7 +5,9 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from ._util import _channels_last, _draw, _json, _range
+from .._params import as_range as _range
+from .._params import draw as _draw
+from ._util import _channels_last, _json
 
 # ----------------------------------------------------------------------------------------------
 # task overlap (per input image)

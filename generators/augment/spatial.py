@@ -3,7 +3,8 @@
 import numpy as np
 from scipy import ndimage
 
-from ._util import _json, _range
+from .._params import as_range as _range
+from ._util import _json
 
 # ----------------------------------------------------------------------------------------------
 # spatial augmentation (per subject)

@@ -10,16 +10,9 @@ from typing import ClassVar
 import numpy as np
 from scipy import ndimage
 
-from ._util import (
-    KIND_IMAGE,
-    KIND_SEGMENTATION,
-    _channels_last,
-    _cross,
-    _draw,
-    _is_mask,
-    _json,
-    _range,
-)
+from .._params import as_range as _range
+from .._params import draw as _draw
+from ._util import KIND_IMAGE, KIND_SEGMENTATION, _channels_last, _cross, _is_mask, _json
 
 AUGMENTATIONS = {}
 

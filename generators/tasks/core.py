@@ -21,6 +21,8 @@ import numpy as np
 from numpy.polynomial import legendre
 from scipy import ndimage
 
+from .._params import as_range as _range
+from .._params import draw as _draw
 from ..sources import LEFT_RIGHT_PAIRS
 from .base import KIND_IMAGE, KIND_SEGMENTATION, Task, register_task
 
@@ -45,28 +47,6 @@ _PARTNER = {a: b for a, b in LEFT_RIGHT_PAIRS} | {b: a for a, b in LEFT_RIGHT_PA
 
 # ----------------------------------------------------------------------------------------------
 # argument helpers
-
-
-def _range(value, name, low=-math.inf, high=math.inf, integer=False):
-    """A number or (min, max) pair -> (min, max), checked against [low, high]."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a number or a (min, max) pair, got {value!r}")
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        pair = (value, value)
-    elif isinstance(value, (list, tuple)) and len(value) == 2:
-        pair = tuple(value)
-    else:
-        raise TypeError(f"{name} must be a number or a (min, max) pair, got {value!r}")
-    if integer and not all(isinstance(v, (int, np.integer)) for v in pair):
-        raise TypeError(f"{name} must hold integers, got {value!r}")
-    lo, hi = (int(v) if integer else float(v) for v in pair)
-    if not low <= lo <= hi <= high:
-        raise ValueError(f"{name} must satisfy {low} <= min <= max <= {high}, got {value!r}")
-    return lo, hi
-
-
-def _draw(rng, pair):
-    return pair[0] if pair[0] == pair[1] else float(rng.uniform(*pair))
 
 
 def _image(subject, contrast):

@@ -16,11 +16,12 @@ The pure functions :func:`central_slices`, :func:`cartesian_mask`, :func:`zero_f
 relations of the tasks can be checked directly (tests) and reused.
 """
 
-import math
 
 import numpy as np
 from scipy import ndimage
 
+from .._params import as_range as _as_range
+from .._params import draw as _uniform
 from .base import KIND_IMAGE, Task, register_task
 
 __all__ = [
@@ -38,35 +39,6 @@ __all__ = [
 
 # ----------------------------------------------------------------------------------------------
 # helpers
-
-
-def _as_range(value, name, low=-math.inf, high=math.inf, integer=False):
-    """A parameter given as a number or a (min, max) pair -> (min, max) floats (or ints).
-
-    Raises:
-        ValueError: if the pair is not ordered or leaves [low, high].
-        TypeError: if ``value`` is neither a number nor a pair of numbers.
-    """
-    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        pair = (value, value)
-    elif isinstance(value, (list, tuple)) and len(value) == 2:
-        pair = tuple(value)
-    else:
-        raise TypeError(f"{name} must be a number or a (min, max) pair, got {value!r}")
-    cast = int if integer else float
-    try:
-        lo, hi = cast(pair[0]), cast(pair[1])
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{name} must be a number or a (min, max) pair, got {value!r}") from err
-    if integer and (lo != pair[0] or hi != pair[1]):
-        raise TypeError(f"{name} must hold integers, got {value!r}")
-    if not (low <= lo <= hi <= high):
-        raise ValueError(f"{name} must satisfy {low} <= min <= max <= {high}, got {value!r}")
-    return lo, hi
-
-
-def _uniform(rng, pair):
-    return float(pair[0]) if pair[0] == pair[1] else float(rng.uniform(pair[0], pair[1]))
 
 
 def _clean_image(subject, contrast):
