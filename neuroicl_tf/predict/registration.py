@@ -137,7 +137,9 @@ def register_affine(fixed, fixed_affine, moving, moving_affine, voxel_size=3.0,
             finer for small heads, so that the head spans at least 32 voxels.
         iterations: maximum iterations per level of the rigid and of the affine stage.
         sampling: fraction of voxels the metric samples (random, seeded).
-        seed: metric sampling seed.
+        seed: metric sampling seed (any integer >= 0; the same seed gives the same result
+            whatever the thread count). SimpleITK reads a seed of 0 as "seed from the wall
+            clock", so the seed is passed on as ``seed + 1``.
         threads: SimpleITK threads (None: its default).
 
     Returns:
@@ -152,9 +154,9 @@ def register_affine(fixed, fixed_affine, moving, moving_affine, voxel_size=3.0,
     except ImportError as err:  # pragma: no cover - a declared dependency
         raise ImportError("registration needs SimpleITK: pip install SimpleITK (or pass "
                           "--no-register for pre-aligned data)") from err
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
     start = time.perf_counter()
-    if threads:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
     # At least ~32 voxels across the target's head, whatever voxel_size says (small images).
     lo, hi = head_box(fixed, fixed_affine)
     voxel_size = min(float(voxel_size), float((hi - lo).max()) / 32.0)
@@ -165,9 +167,11 @@ def register_affine(fixed, fixed_affine, moving, moving_affine, voxel_size=3.0,
 
     def method(transform, shrink, smooth, max_iter):
         reg = sitk.ImageRegistrationMethod()
+        if threads:
+            reg.SetNumberOfThreads(int(threads))  # this registration only, not process-wide
         reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
         reg.SetMetricSamplingStrategy(reg.RANDOM)
-        reg.SetMetricSamplingPercentage(float(sampling), int(seed))
+        reg.SetMetricSamplingPercentage(float(sampling), int(seed) + 1)
         reg.SetInterpolator(sitk.sitkLinear)
         reg.SetOptimizerAsRegularStepGradientDescent(
             learningRate=1.0, minStep=1e-3, numberOfIterations=int(max_iter),
