@@ -35,6 +35,7 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 MODELS = ("neuralizer", "neuroverse3d")
 CONFIG_NAME = "train_config.json"
 SUMMARY_NAME = "summary.json"
+HISTORY_NAME = "runs.jsonl"
 
 
 class TrainConfigError(ValueError):
@@ -214,6 +215,7 @@ class TrainConfig:
     val_episodes: int = 8
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
+    time_limit: float = None
     strategy: str = "default"
     cpu_devices: int = None
     gpus: int = None
@@ -291,6 +293,12 @@ def _validate(config):
                 f"({hi}); it must be at most the context size"
             )
         config.mini_context = int(config.mini_context)
+    if config.time_limit is not None:
+        if not (isinstance(config.time_limit, (int, float)) and config.time_limit > 0):
+            raise TrainConfigError(
+                f"time_limit: expected a positive number of minutes, got {config.time_limit!r}"
+            )
+        config.time_limit = float(config.time_limit)
     for name in ("steps", "val_every", "checkpoint_every", "batch_size", "val_episodes"):
         if int(getattr(config, name)) < 1:
             raise TrainConfigError(f"{name}: expected >= 1, got {getattr(config, name)}")
@@ -540,6 +548,8 @@ def train(out, **kwargs):
             mni, procedural (numbers of embedded/procedural subjects), holdout, context_size,
             mini_context, batch_size, lr, clipnorm, plateau_patience, plateau_factor, min_lr,
             steps, val_every, val_episodes, checkpoint_every, keep_checkpoints, resume,
+            time_limit (minutes of wall time: at the first round boundary past it the run
+            checkpoints, writes ``model.h5`` and returns; ``--resume`` continues it),
             augment (the model family's preset task/spatial augmentations on training episodes),
             strategy (``"default"``/``"mirrored"``/``"multiworker"``), cpu_devices, gpus, seed,
             tensorboard, progress.
@@ -596,7 +606,7 @@ def train(out, **kwargs):
 
     step = int(optimizer.iterations.numpy())
     start_step, started = step, time.perf_counter()
-    fit_seconds, history = 0.0, []
+    fit_seconds, history, stopped = 0.0, [], None
     # From here on an interrupt (Ctrl-C, or SIGTERM from a scheduler) leaves a checkpoint.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -631,6 +641,12 @@ def train(out, **kwargs):
             history.append(record)
             _log(writer, record)
             progbar.update(step, [("loss", train_loss)])
+            elapsed = time.perf_counter() - started
+            if config.time_limit and step < config.steps and elapsed >= 60 * config.time_limit:
+                if step % config.checkpoint_every:
+                    manager.save(checkpoint_number=step)
+                stopped = f"time limit ({config.time_limit:g} min) reached at step {step}"
+                break
     except KeyboardInterrupt:
         step = int(optimizer.iterations.numpy())
         path = manager.save(checkpoint_number=step)
@@ -648,6 +664,7 @@ def train(out, **kwargs):
         "wall_seconds": round(wall, 1),
         "steps_per_second": round(done / fit_seconds, 4) if fit_seconds else None,
         "replicas": replicas,
+        "stopped": stopped or "finished",
         "final": history[-1] if history else None,
         "validation": _validate_model(model, val_sets, config) if not history else {
             k: v for k, v in history[-1].items() if k.startswith("val")
@@ -659,6 +676,11 @@ def train(out, **kwargs):
         model.save(model_path)
         summary["model"] = model_path
         _write_json(os.path.join(config.out, SUMMARY_NAME), summary)
+        # One line per run (a first run and each --resume), so a recipe spread over several
+        # runs keeps its wall time and step counts.
+        with open(os.path.join(config.out, HISTORY_NAME), "a") as f:
+            f.write(json.dumps({"target_steps": config.steps, "time_limit": config.time_limit,
+                                **summary}, default=str) + "\n")
     return summary
 
 

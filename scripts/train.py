@@ -42,6 +42,9 @@ def _parser():
     p.add_argument("--val-episodes", dest="val_episodes", type=_cli.positive_int, default=8)
     p.add_argument("--checkpoint-every", dest="checkpoint_every", type=_cli.positive_int,
                    default=100)
+    p.add_argument("--time-limit", dest="time_limit", type=_cli.positive_float,
+                   help="minutes of wall time: then checkpoint, write model.h5 and stop "
+                        "(continue with --resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default")
     p.add_argument("--cpu-devices", dest="cpu_devices", type=_cli.positive_int,
@@ -84,7 +87,8 @@ def _body(argv):
     except TrainConfigError as err:
         raise _cli.UsageError(str(err)) from None
     print(f"\nTrained {summary['steps_this_run']} steps to step {summary['steps']} in "
-          f"{summary['wall_seconds']} s ({summary['steps_per_second']} steps/s).")
+          f"{summary['wall_seconds']} s ({summary['steps_per_second']} steps/s); "
+          f"{summary['stopped']}.")
     for key, value in (summary.get("validation") or {}).items():
         print(f"  {key}: {value}")
     print(f"Model: {summary.get('model')}\nCheckpoint: {summary['checkpoint']}")

@@ -41,6 +41,7 @@ def _weights_of_checkpoint(folder):
         (dict(procedural=0), "no subjects"),
         (dict(context_size="0-3"), "at least one context pair"),
         (dict(strategy="nccl"), "strategy"),
+        (dict(time_limit=0), "time_limit"),
     ],
 )
 def test_bad_configurations_stop_before_any_work(tmp_path, kwargs, message):
@@ -65,13 +66,19 @@ def test_resume_continues_exactly_and_refuses_another_architecture(tmp_path):
     summary = json.load(open(tmp_path / "straight" / "summary.json"))
     assert "val_dice/segmentation" in summary["validation"]
 
-    train(tmp_path / "split", **TINY, steps=2)
+    # The first part stops on its time limit at the first round boundary (step 2) and still
+    # leaves a loadable model; the resumed part must not notice the difference.
+    first = train(tmp_path / "split", **TINY, steps=4, time_limit=1e-6)
+    assert first["steps"] == 2 and first["stopped"].startswith("time limit")
+    assert os.path.exists(first["model"]) and straight["stopped"] == "finished"
     with pytest.raises(TrainConfigError, match="already holds a run"):
         train(tmp_path / "split", **TINY, steps=4)
     with pytest.raises(TrainConfigError, match="another architecture"):
         train(tmp_path / "split", **{**TINY, "channels": 8}, steps=4, resume=True)
     resumed = train(tmp_path / "split", **TINY, steps=4, resume=True)
     assert resumed["steps"] == 4 and resumed["steps_this_run"] == 2
+    runs = [json.loads(line) for line in open(tmp_path / "split" / "runs.jsonl")]
+    assert [r["steps"] for r in runs] == [2, 4]
 
     a = _weights_of_checkpoint(str(tmp_path / "straight" / "checkpoints"))
     b = _weights_of_checkpoint(str(tmp_path / "split" / "checkpoints"))
