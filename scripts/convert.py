@@ -33,6 +33,10 @@ def build_parser():
                         help="output model file (.h5)")
     parser.add_argument("--arch", default="auto", choices=ARCHS,
                         help="architecture; 'auto' infers it from the keys (default)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="read a PyTorch file that carries Python objects besides tensors "
+                             "(e.g. a Lightning checkpoint's hyper-parameters); unpickling a "
+                             "file can run code, so only for files you trust")
     return parser
 
 
@@ -68,7 +72,7 @@ def main(argv=None):
     from neuroicl_tf.convert import convert_state_dict, load_reference
 
     try:
-        state_dict = load_reference(args.input)
+        state_dict = load_reference(args.input, trust_pickle=args.trust_pickle)
         model = convert_state_dict(state_dict, arch=args.arch)
     except (ImportError, ValueError, OSError) as err:
         print(f"Error: {err}", file=sys.stderr)

@@ -140,6 +140,32 @@ def test_load_reference_npz_and_torch_files(tmp_path, tiny_sd):
     if importlib.util.find_spec("torch") is None:
         with pytest.raises(ImportError, match=r"pip install 'neuroicl_tf\[torch\]'"):
             load_reference(ckpt)
+    else:
+        with pytest.raises(ValueError, match="not a readable PyTorch file"):
+            load_reference(ckpt)
+
+
+def test_lightning_ckpt_with_torch(tmp_path, tiny_sd):
+    """A real torch.save'd Lightning-style checkpoint (the 'torch' extra; skipped without it)."""
+    torch = pytest.importorskip("torch")
+    import argparse
+
+    source, sd = tiny_sd
+    tensors = {f"model.{k}": torch.from_numpy(np.array(v)) for k, v in sd.items()}
+    plain = tmp_path / "plain.pt"
+    torch.save(tensors, plain)
+    lightning = tmp_path / "lightning.ckpt"
+    torch.save({"state_dict": tensors, "epoch": 7, "global_step": 1000,
+                "hyper_parameters": {"args": argparse.Namespace(lr=1e-4)}}, lightning)
+
+    for loaded in (load_reference(plain), load_reference(lightning, trust_pickle=True)):
+        assert sorted(loaded) == sorted(sd)
+        model = convert_state_dict(loaded)
+        for a, b in zip(model.get_weights(), source.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    # weights_only by default: the Namespace is refused with a message that names the way out.
+    with pytest.raises(ValueError, match=r"first: argparse.Namespace.*trust_pickle=True"):
+        load_reference(lightning)
 
 
 def test_reference_fixture_2d_converts_every_tensor():

@@ -15,6 +15,7 @@ dict`` and ``keras_weights_from_state_dict(sd, model) -> [(keras variable, numpy
 
 import importlib
 import os
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -142,12 +143,16 @@ def convert_state_dict(state_dict, model=None, arch="auto"):
     return model
 
 
-def load_reference(path):
+def load_reference(path, trust_pickle=False):
     """Read reference weights from disk as a normalised state dict of numpy arrays.
 
     Args:
         path: an ``.npz`` (a fixture with ``w/<key>`` entries, or a plain state dict), or a
             PyTorch ``.ckpt``/``.pt``/``.pth`` file (needs torch).
+        trust_pickle: PyTorch files are read with ``weights_only=True``, which refuses the
+            arbitrary Python objects a Lightning checkpoint may carry (e.g. an
+            ``argparse.Namespace`` of hyper-parameters). Pass True only for a file from a
+            source you trust: unpickling it can run code.
 
     Returns:
         ``{pytorch key: numpy array}``.
@@ -156,6 +161,8 @@ def load_reference(path):
         FileNotFoundError: no such file.
         ValueError: an unsupported suffix.
         ImportError: a PyTorch file without torch installed.
+        ValueError: a PyTorch file that needs ``trust_pickle=True``, or that is not a
+            PyTorch file at all.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -175,7 +182,23 @@ def load_reference(path):
             "state dict to .npz elsewhere (numpy.savez(out, **{k: v.numpy() for k, v in "
             "state_dict.items()}))"
         ) from err
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    import pickle
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as err:
+        # torch names the first non-tensor object as "Unsupported global: GLOBAL module.Name".
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        if trust_pickle or not found:
+            raise ValueError(f"{path} is not a readable PyTorch file: "
+                             f"{str(err).strip().splitlines()[0][:300]}") from err
+        raise ValueError(
+            f"{path} holds Python objects besides tensors (first: {found.group(1)}); if you "
+            "trust its source, load it with trust_pickle=True (neuroicl-convert "
+            "--trust-pickle): unpickling can run code"
+        ) from err
+    except (RuntimeError, EOFError) as err:
+        raise ValueError(f"{path} is not a readable PyTorch file: {err}") from err
     sd = normalize_state_dict(checkpoint)
     return {k: v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
             for k, v in sd.items()}
