@@ -35,7 +35,8 @@ def _parser():
     )
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("-m", "--model", nargs="+", required=True, metavar="[NAME=]PATH",
-                   help="ICL model file(s) written by neuroicl-train (model.h5)")
+                   help="default-2d, default-3d (the shipped models) or ICL model file(s) "
+                        "written by neuroicl-train (model.h5)")
     src = p.add_argument_group("subjects (exactly one source)")
     src.add_argument("--labels", nargs="+", help="a folder of NIfTI label maps, or files")
     src.add_argument("--mni", type=int, default=0, help="number of MNI152-derived subjects")
@@ -76,6 +77,14 @@ def _models(values):
     for value in values:
         name, path = value.split("=", 1) if "=" in value and not os.path.exists(value) else (
             None, value)
+        if path in ("default-2d", "default-3d") and not os.path.exists(path):
+            # Imports TensorFlow (through neuroicl_tf), so only for these names.
+            from neuroicl_tf.predict.models import resolve_model
+
+            try:
+                name, path = name or path, resolve_model(path)
+            except FileNotFoundError as err:
+                raise _cli.UsageError(str(err)) from None
         if not os.path.exists(path):
             raise _cli.UsageError(f"--model: no such model file: {path}")
         if os.path.isdir(path):
