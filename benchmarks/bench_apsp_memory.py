@@ -1,10 +1,13 @@
 """Peak memory of Neuroverse3D with APSP: inference should not grow with L, training should
 depend on the mini-context size l and not on L.
 
-Every configuration runs in a fresh subprocess, which reports its peak resident set size
-(``ru_maxrss``) and its RSS just before the measured work (model built, inputs made). The
-context is made directly as one host tensor (no numpy copy, no tf.data pipeline); the APSP loop
-keeps only the running means, never per-chunk outputs.
+Every configuration runs in a fresh subprocess, which reports its peak resident set size over
+its whole life (``ru_maxrss`` / VmHWM), its RSS just before the measured work (model built,
+inputs made, function traced) and, as "forward", how far the measured call alone raised the
+RSS above that (VmHWM reset through ``/proc/self/clear_refs`` just before it). The
+context is made in one piece inside a ``tf.function`` (no transient full-size temporaries, no
+numpy copy, no tf.data pipeline; see ``_inputs``); the APSP loop keeps only the running means,
+never per-chunk outputs.
 
 * Inference: ``model([target, context_in, context_out], mini_context=1)`` inside a
   ``tf.function`` (L dynamic), for each L in ``--lengths``. Goal: peak growth from the smallest
@@ -36,16 +39,52 @@ import time
 DEFAULT_CHANNELS = "32,64,128,256,512"
 
 
-def _rss_kb():
+def _status_kb(key):
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1])
     return -1
 
 
+def _rss_kb():
+    return _status_kb("VmRSS")
+
+
+def _reset_high_water_mark():
+    """Reset VmHWM to the current RSS (Linux >= 4.0), so that the peak of the measured call
+    alone can be read; False where /proc does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _peak_kb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
+
+
+def _inputs(size, length, seed=0):
+    """Target and context as tensors, each made in one piece inside a ``tf.function``.
+
+    Made eagerly, ``cast(uniform(...) > 0.5)`` keeps the uniform draw, the boolean mask and the
+    cast alive at once, and ``tf.convert_to_tensor`` of a numpy array copies it (measured: a
+    64 MB array costs 128 MB until the numpy array is dropped). In a graph, the rounding
+    reuses the buffer of the draw, so each input exists once.
+    """
+    from neuroicl_tf import _compat
+
+    tf = _compat.import_tensorflow()
+
+    @tf.function
+    def make(shape, salt):
+        draw = tf.random.stateless_uniform(shape, seed=[seed, salt])
+        return tf.round(draw) if salt == 2 else draw
+
+    pair = [size, size, size, 1]
+    return make([1] + pair, 0), make([1, length] + pair, 1), make([1, length] + pair, 2)
 
 
 def run_worker(spec):
@@ -61,9 +100,7 @@ def run_worker(spec):
     size, length, mini = spec["size"], spec["length"], spec["mini_context"]
     model = Neuroverse3D(channels=spec["channels"], mini_context=mini, shuffle=False)
     shape = (1, size, size, size, 1)
-    target = tf.random.uniform(shape)
-    context_in = tf.random.uniform((1, length, size, size, size, 1))
-    context_out = tf.cast(tf.random.uniform((1, length, size, size, size, 1)) > 0.5, tf.float32)
+    target, context_in, context_out = _inputs(size, length)
     signature = [
         tf.TensorSpec((None, size, size, size, 1)),
         tf.TensorSpec((None, None, size, size, size, 1)),
@@ -90,13 +127,17 @@ def run_worker(spec):
     # are the same for every L; the function is traced once for all L.
     small = [x[:, :1] if i in (1, 2) else x for i, x in enumerate(args)]
     tf.nest.map_structure(lambda t: t.numpy(), work(*small))
+    peak_so_far = _peak_kb()
+    reset = _reset_high_water_mark()
     before = _rss_kb()
     start = time.perf_counter()
     result = work(*args)
     tf.nest.map_structure(lambda t: t.numpy(), result)
     seconds = time.perf_counter() - start
-    print(json.dumps({**spec, "rss_before_mb": before / 1024, "peak_mb": _peak_kb() / 1024,
-                      "seconds": seconds}))
+    forward = (_status_kb("VmHWM") - before) / 1024 if reset else None
+    print(json.dumps({**spec, "rss_before_mb": before / 1024,
+                      "peak_mb": max(peak_so_far, _status_kb("VmHWM")) / 1024,
+                      "forward_mb": forward, "seconds": seconds}))
 
 
 def _run(spec, timeout):
@@ -108,6 +149,10 @@ def _run(spec, timeout):
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"worker {spec} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(lines[-1])
+
+
+def _mb(value):
+    return "n/a" if value is None else f"{value:.0f}"
 
 
 def _ints(text):
@@ -156,7 +201,7 @@ def main(argv=None):
     results = []
     try:
         print(f"inference, mini_context = 1, {args.size}^3, channels {channels}")
-        print(f"{'L':>5} {'rss before MB':>14} {'peak MB':>9} {'seconds':>9}")
+        print(f"{'L':>5} {'rss before MB':>14} {'forward MB':>11} {'peak MB':>9} {'seconds':>9}")
         inference = []
         for length in lengths:
             spec = {"mode": "inference", "size": args.size, "channels": channels,
@@ -164,8 +209,8 @@ def main(argv=None):
             r = _run(spec, args.timeout)
             inference.append(r)
             results.append(r)
-            print(f"{length:>5} {r['rss_before_mb']:>14.0f} {r['peak_mb']:>9.0f} "
-                  f"{r['seconds']:>9.1f}", flush=True)
+            print(f"{length:>5} {r['rss_before_mb']:>14.0f} {_mb(r['forward_mb']):>11} "
+                  f"{r['peak_mb']:>9.0f} {r['seconds']:>9.1f}", flush=True)
         low, high = inference[0], inference[-1]
         growth = (high["peak_mb"] - low["peak_mb"]) / low["peak_mb"]
         context_mb = 2 * 4 * (high["length"] - low["length"]) * args.size**3 / 2**20
@@ -175,14 +220,16 @@ def main(argv=None):
 
         if not args.skip_training:
             print(f"\ntraining step, {args.train_size}^3, channels {train_channels}")
-            print(f"{'L':>5} {'l':>3} {'rss before MB':>14} {'peak MB':>9} {'seconds':>9}")
+            print(f"{'L':>5} {'l':>3} {'rss before MB':>14} {'forward MB':>11} {'peak MB':>9} "
+                  f"{'seconds':>9}")
             for length, mini in train_configs:
                 spec = {"mode": "train", "size": args.train_size, "channels": train_channels,
                         "length": length, "mini_context": mini, "threads": args.threads}
                 r = _run(spec, args.timeout)
                 results.append(r)
                 print(f"{length:>5} {mini:>3} {r['rss_before_mb']:>14.0f} "
-                      f"{r['peak_mb']:>9.0f} {r['seconds']:>9.1f}", flush=True)
+                      f"{_mb(r['forward_mb']):>11} {r['peak_mb']:>9.0f} {r['seconds']:>9.1f}",
+                      flush=True)
             by = {(r["length"], r["mini_context"]): r["peak_mb"] for r in results
                   if r["mode"] == "train"}
             for mini in sorted({m for _, m in by}):
