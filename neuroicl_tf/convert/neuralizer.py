@@ -9,7 +9,7 @@ transpose is the whole conversion. Layer names follow the PyTorch module names.
 
 import re
 
-import numpy as np
+from ._common import match_state_dict, state_dict_of, to_numpy
 
 __all__ = [
     "config_from_state_dict",
@@ -21,13 +21,6 @@ __all__ = [
 _TARGET_EMBEDDING = "target_embedding.weight"
 _CONTEXT_EMBEDDING = "context_embedding.module.weight"
 _OUTPUT = "output_block.block.1.weight"
-
-
-def _to_numpy(value):
-    """A state-dict value (numpy array or torch tensor) as a float32 numpy array."""
-    if hasattr(value, "detach"):  # a torch tensor; no torch import needed
-        value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=np.float32)
 
 
 def _indices(keys, pattern):
@@ -54,7 +47,7 @@ def config_from_state_dict(state_dict):
                 f"state_dict: no {key!r}; this is not a Neuralizer state dict "
                 f"(first keys: {sorted(keys)[:5]})"
             )
-    embedding = _to_numpy(state_dict[_TARGET_EMBEDDING])
+    embedding = to_numpy(state_dict[_TARGET_EMBEDDING])
     ndims = embedding.ndim - 2
     if ndims not in (2, 3):
         raise ValueError(
@@ -62,8 +55,8 @@ def config_from_state_dict(state_dict):
             "(C, Cin, *k) with 2 or 3 kernel axes"
         )
     channels, in_channels = int(embedding.shape[0]), int(embedding.shape[1])
-    pair = _to_numpy(state_dict[_CONTEXT_EMBEDDING])
-    out = _to_numpy(state_dict[_OUTPUT])
+    pair = to_numpy(state_dict[_CONTEXT_EMBEDDING])
+    out = to_numpy(state_dict[_OUTPUT])
     out_channels = int(pair.shape[1]) - in_channels
     if out_channels < 1 or int(out.shape[0]) != out_channels:
         raise ValueError(
@@ -131,16 +124,6 @@ def conv_mapping(model):
     return entries
 
 
-def _kernel_to_keras(weight):
-    ndims = weight.ndim - 2
-    return np.transpose(weight, tuple(range(2, ndims + 2)) + (1, 0))
-
-
-def _kernel_to_torch(kernel):
-    ndims = kernel.ndim - 2
-    return np.transpose(kernel, (ndims + 1, ndims) + tuple(range(ndims)))
-
-
 def keras_weights_from_state_dict(state_dict, model):
     """Match a reference state dict to the variables of a built Keras Neuralizer.
 
@@ -156,48 +139,8 @@ def keras_weights_from_state_dict(state_dict, model):
         ValueError: listing every missing key, unexpected key, shape mismatch and model
             variable left without a value.
     """
-    sd = {k: _to_numpy(v) for k, v in state_dict.items()}
-    pairs, used, missing, mismatched = [], set(), [], []
-    for prefix, layer in conv_mapping(model):
-        for suffix, variable in ((".weight", layer.kernel), (".bias", layer.bias)):
-            key = prefix + suffix
-            if key not in sd:
-                missing.append(key)
-                continue
-            if key in used:
-                raise ValueError(f"state_dict conversion: key {key!r} would be used twice")
-            used.add(key)
-            value = sd[key]
-            want = tuple(variable.shape)
-            if suffix == ".weight":
-                if value.ndim != len(want):
-                    mismatched.append(f"{key}: {value.shape} cannot become Keras {want}")
-                    continue
-                value = _kernel_to_keras(value)
-            if tuple(value.shape) != want:
-                mismatched.append(
-                    f"{key}: {tuple(sd[key].shape)} (Keras layout {tuple(value.shape)}) does "
-                    f"not fit {variable.name} {want}"
-                )
-                continue
-            pairs.append((variable, value))
-    unexpected = sorted(set(sd) - used)
-    covered = [id(v) for v, _ in pairs]
-    if len(set(covered)) != len(covered):
-        raise ValueError("state_dict conversion: a model variable would be set twice")
-    unset = [v.name for v in model.weights if id(v) not in set(covered)]
-    problems = []
-    if missing:
-        problems.append(f"missing keys ({len(missing)}): {missing}")
-    if unexpected:
-        problems.append(f"unexpected keys ({len(unexpected)}): {unexpected}")
-    if mismatched:
-        problems.append(f"shape mismatches ({len(mismatched)}): {mismatched}")
-    if unset and not (missing or mismatched):
-        problems.append(f"model variables without a value ({len(unset)}): {unset}")
-    if problems:
-        raise ValueError("state_dict does not match the Neuralizer model: " + "; ".join(problems))
-    return pairs
+    sd = {k: to_numpy(v) for k, v in state_dict.items()}
+    return match_state_dict(sd, conv_mapping(model), model.weights, "Neuralizer")
 
 
 def state_dict_from_keras(model):
@@ -209,8 +152,4 @@ def state_dict_from_keras(model):
     Returns:
         ``{pytorch key: numpy array}`` (kernels ``(O, I, *k)``, biases ``(O,)``).
     """
-    sd = {}
-    for prefix, layer in conv_mapping(model):
-        sd[prefix + ".weight"] = _kernel_to_torch(layer.kernel.numpy())
-        sd[prefix + ".bias"] = layer.bias.numpy()
-    return sd
+    return state_dict_of(conv_mapping(model))

@@ -12,7 +12,7 @@ module names (``enc_blocks_k`` <-> ``enc_blocks.k``, ...).
 
 import re
 
-import numpy as np
+from ._common import match_state_dict, state_dict_of, to_numpy
 
 __all__ = [
     "config_from_state_dict",
@@ -22,13 +22,6 @@ __all__ = [
 ]
 
 _EMBEDDING_KEY = "target_encoder.target_embedding.weight"
-
-
-def _to_numpy(value):
-    """A state-dict value (numpy array, torch tensor, list) as a float32 numpy array."""
-    if hasattr(value, "detach"):  # torch tensor: no torch import needed
-        value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=np.float32)
 
 
 def _strip_prefix(state_dict):
@@ -64,7 +57,7 @@ def config_from_state_dict(state_dict):
             f"state_dict: no {_EMBEDDING_KEY!r}; this is not a Neuroverse3D state dict "
             f"(first keys: {sorted(sd)[:5]})"
         )
-    embedding = _to_numpy(sd[_EMBEDDING_KEY])
+    embedding = to_numpy(sd[_EMBEDDING_KEY])
     ndims = embedding.ndim - 2
     if ndims not in (2, 3):
         raise ValueError(
@@ -79,7 +72,7 @@ def config_from_state_dict(state_dict):
     for key in sd:
         match = pattern.match(key)
         if match:
-            widths[int(match.group(1))] = int(_to_numpy(sd[key]).shape[0])
+            widths[int(match.group(1))] = int(to_numpy(sd[key]).shape[0])
     if not widths or sorted(widths) != list(range(len(widths))):
         raise ValueError(
             "state_dict: the context_unet.enc_blocks.{k}.context_conv keys must exist for "
@@ -96,9 +89,9 @@ def config_from_state_dict(state_dict):
     for key in (context_key, output_key):
         if key not in sd:
             raise ValueError(f"state_dict: missing {key!r}")
-    pair_channels = int(_to_numpy(sd[context_key]).shape[1])
+    pair_channels = int(to_numpy(sd[context_key]).shape[1])
     out_channels = pair_channels - in_channels
-    decoder_out = int(_to_numpy(sd[output_key]).shape[0])
+    decoder_out = int(to_numpy(sd[output_key]).shape[0])
     if out_channels < 1 or decoder_out != out_channels:
         raise ValueError(
             f"state_dict: {context_key} takes {pair_channels} channels (Cin + Cout) with "
@@ -178,18 +171,6 @@ def conv_mapping(model):
     return entries
 
 
-def _kernel_to_keras(weight):
-    """``(O, I, *k)`` -> ``(*k, I, O)``."""
-    ndims = weight.ndim - 2
-    return np.transpose(weight, tuple(range(2, 2 + ndims)) + (1, 0))
-
-
-def _kernel_to_torch(kernel):
-    """``(*k, I, O)`` -> ``(O, I, *k)``."""
-    ndims = kernel.ndim - 2
-    return np.transpose(kernel, (ndims + 1, ndims) + tuple(range(ndims)))
-
-
 def _all_variables(model):
     return [*model.target_encoder.weights, *model.context_unet.weights,
             *model.target_decoder.weights]
@@ -212,47 +193,8 @@ def keras_weights_from_state_dict(state_dict, model):
         ValueError: naming every missing key, unexpected key, shape mismatch, and any model
             variable left without a value.
     """
-    sd = {k: _to_numpy(v) for k, v in _strip_prefix(state_dict).items()}
-    pairs, used, missing, mismatched = [], set(), [], []
-    for prefix, layer in conv_mapping(model):
-        for suffix, variable in ((".weight", layer.kernel), (".bias", layer.bias)):
-            key = prefix + suffix
-            if key not in sd:
-                missing.append(key)
-                continue
-            used.add(key)
-            value = sd[key]
-            if suffix == ".weight":
-                if value.ndim != len(variable.shape):
-                    mismatched.append(
-                        f"{key}: {value.shape} cannot become Keras {tuple(variable.shape)}"
-                    )
-                    continue
-                value = _kernel_to_keras(value)
-            if tuple(value.shape) != tuple(variable.shape):
-                mismatched.append(
-                    f"{key}: {tuple(sd[key].shape)} (Keras layout {tuple(value.shape)}) does "
-                    f"not fit {variable.name} {tuple(variable.shape)}"
-                )
-                continue
-            pairs.append((variable, value))
-    unexpected = sorted(set(sd) - used)
-    covered = {id(v) for v, _ in pairs}
-    unset = [v.name for v in _all_variables(model) if id(v) not in covered]
-    problems = []
-    if missing:
-        problems.append(f"missing keys ({len(missing)}): {missing}")
-    if unexpected:
-        problems.append(f"unexpected keys ({len(unexpected)}): {unexpected}")
-    if mismatched:
-        problems.append(f"shape mismatches ({len(mismatched)}): {mismatched}")
-    if unset and not (missing or mismatched):
-        problems.append(f"model variables without a value ({len(unset)}): {unset}")
-    if problems:
-        raise ValueError("state_dict does not match the Neuroverse3D model: " + "; ".join(problems))
-    if len(covered) != len(pairs):
-        raise ValueError("state_dict conversion: a model variable would be set twice")
-    return pairs
+    sd = {k: to_numpy(v) for k, v in _strip_prefix(state_dict).items()}
+    return match_state_dict(sd, conv_mapping(model), _all_variables(model), "Neuroverse3D")
 
 
 def state_dict_from_keras(model):
@@ -264,8 +206,4 @@ def state_dict_from_keras(model):
     Returns:
         A dict from PyTorch keys to float32 numpy arrays (kernels ``(O, I, *k)``).
     """
-    out = {}
-    for prefix, layer in conv_mapping(model):
-        out[prefix + ".weight"] = _kernel_to_torch(layer.kernel.numpy())
-        out[prefix + ".bias"] = layer.bias.numpy().copy()
-    return out
+    return state_dict_of(conv_mapping(model))
