@@ -118,7 +118,7 @@ def _check_model(name):
         if not os.path.isfile(path):
             raise _cli.UsageError(
                 f"--model {name}: the trained default weights are not installed (looked for "
-                f"{path}); they are not shipped yet. Train a model with neuroicl-train and "
+                f"{path}); reinstall the package, or train a model with neuroicl-train and "
                 "pass --model RUN/model.h5"
             )
         return

@@ -215,9 +215,18 @@ def test_registration_on_real_mni_template():
 # ------------------------------------------------------------------ models and memory
 
 
-def test_resolve_model(tmp_path, data):
+def test_resolve_model(tmp_path, data, monkeypatch):
+    from neuroicl_tf.predict import models as pm
+
     for name in ("default-2d", "default-3d"):
-        with pytest.raises(FileNotFoundError, match=f"{name}.h5.*not shipped yet"):
+        # The shipped defaults, each with the .json of its training run (its grid).
+        path = resolve_model(name)
+        assert path == os.path.join(pm.WEIGHTS_DIR, f"{name}.h5")
+        assert os.path.getsize(path) < 20 * 2**20
+        assert os.path.isfile(path[:-3] + ".json")
+    monkeypatch.setattr(pm, "WEIGHTS_DIR", str(tmp_path / "empty"))
+    for name in ("default-2d", "default-3d"):
+        with pytest.raises(FileNotFoundError, match=f"{name}.h5.*reinstall the package"):
             resolve_model(name)
     with pytest.raises(FileNotFoundError, match="no such model file"):
         resolve_model(tmp_path / "nothing.h5")
@@ -454,12 +463,13 @@ def test_cli_bad_input_is_one_error_line(case, data, bad_files, tmp_path, capsys
     assert os.listdir(tmp_path) == []
 
 
-def test_cli_default_model_missing(data, tmp_path, capsys):
+def test_cli_default_model_missing(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(cli._DEFAULT_MODELS, "default-2d", "not-installed.h5")
     argv = ["-i", data["target"], "--ctx-in", data["img0"], "--ctx-out", data["lab0"],
             "-o", str(tmp_path / "o.nii.gz"), "--model", "default-2d"]
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
-    assert "default-2d.h5" in err and "not shipped yet" in err
+    assert "not-installed.h5" in err and "reinstall the package" in err
     assert os.listdir(tmp_path) == []
 
 

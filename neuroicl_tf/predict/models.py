@@ -1,10 +1,10 @@
 """Which model to run, on which grid, and how many context pairs per APSP chunk.
 
-:func:`resolve_model` maps ``default-2d`` / ``default-3d`` to the trained default weights under
-``neuroicl_tf/weights/`` (shipped by a later release: until then it fails and names the file it
-looked for) and any other name to a path. :func:`model_size` reads the grid a model was built or
-trained at. :func:`choose_mini_context` picks the Neuroverse3D mini-context size l from a memory
-budget, with the per-pair memory estimate of :func:`context_pair_bytes`.
+:func:`resolve_model` maps ``default-2d`` / ``default-3d`` to the trained default weights
+under ``neuroicl_tf/weights/`` (each ``.h5`` with a ``.json`` of its training run beside it;
+see ``docs/model_card.md``) and any other name to a path. :func:`model_size` reads the grid a
+model was built or trained at. :func:`choose_mini_context` picks the Neuroverse3D mini-context
+size l from a memory budget, with the per-pair memory estimate of :func:`context_pair_bytes`.
 """
 
 import json
@@ -46,8 +46,8 @@ def resolve_model(name):
         The absolute path of the file.
 
     Raises:
-        FileNotFoundError: the default weights are not installed (they are not shipped yet),
-            or the path does not exist.
+        FileNotFoundError: the default weights are not installed (a broken install, or a
+            checkout without them), or the path does not exist.
         ValueError: a path that is not an ``.h5`` file.
     """
     name = os.fspath(name)
@@ -56,7 +56,7 @@ def resolve_model(name):
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f"--model {name}: the trained default weights are not installed (looked for "
-                f"{path}); they are not shipped yet. Train a model with neuroicl-train and "
+                f"{path}); reinstall the package, or train a model with neuroicl-train and "
                 "pass --model RUN/model.h5"
             )
         return path
@@ -84,8 +84,9 @@ def model_size(model, path=None, size=None):
     """The spatial size the model runs at.
 
     Order of precedence: ``size`` (the ``--size`` option); the model's static
-    ``spatial_shape``; the ``shape`` of ``train_config.json`` beside the model file (a
-    ``neuroicl-train`` run); the reference default (2D 192x192, 3D 128^3).
+    ``spatial_shape``; the training ``shape`` in ``<model>.json`` beside the model file (the
+    shipped defaults) or in ``train_config.json`` beside it (a ``neuroicl-train`` run); the
+    reference default (2D 192x192, 3D 128^3).
 
     Args:
         model: an ``ICLModel``.
@@ -103,8 +104,15 @@ def model_size(model, path=None, size=None):
     source = "--size"
     if size is None:
         static = model.inputs[0].shape[1:-1]
-        config_path = os.path.join(os.path.dirname(os.fspath(path)), "train_config.json") \
-            if path else None
+        config_path = None
+        if path:
+            # A sidecar <model>.json (the shipped defaults), else the run's train_config.json.
+            stem = os.fspath(path)[:-3] if os.fspath(path).endswith(".h5") else os.fspath(path)
+            for candidate in (stem + ".json",
+                              os.path.join(os.path.dirname(os.fspath(path)), "train_config.json")):
+                if os.path.isfile(candidate):
+                    config_path = candidate
+                    break
         if all(s is not None for s in static):
             size, source = tuple(int(s) for s in static), "the model's spatial_shape"
         elif config_path and os.path.isfile(config_path):
