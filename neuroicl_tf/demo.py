@@ -1,12 +1,17 @@
-"""The main job, end to end, on data the package makes: ``neuroicl-demo`` / ``make demo``.
+"""The main job, end to end, on data the package ships: ``neuroicl-demo`` / ``make demo``.
 
-Until trained default weights ship with the package, the demo trains a small 2D Neuralizer for a
-few hundred steps with the package's own training function on label maps derived from the MNI152
-template (shipped in the nilearn wheel), then segments a structure of held-out subjects in
-context, and compares the result with the context-label average (a probabilistic atlas of the
-context labels) and with the same model given a blank target image. A model that does not beat
-the atlas, or that scores the same without the target image, has not learned to read the image;
-the demo says so rather than hiding it.
+By default the demo loads the trained default 2D model (``default-2d``, shipped under
+``neuroicl_tf/weights/``, see ``docs/model_card.md``) and segments a structure (by default the
+deep grey matter, labelled thalamus in these maps) of held-out subjects in context: subjects
+derived from the MNI152 template that nilearn's wheel ships, split exactly as the default
+model's training run split them, so the targets were never trained on and the context pairs
+come from the other subjects. It compares the result with the context-label average (a
+probabilistic atlas of the context labels) and with the same model given a blank target image.
+A model that does not beat the atlas, or that scores the same without the target image, has
+not learned to read the image; the demo says so rather than hiding it.
+
+``train_steps=N`` (``--train-steps N``) instead trains a small 2D Neuralizer for N steps with
+the package's own training function and runs the same evaluation on it.
 """
 
 import json
@@ -19,10 +24,14 @@ from . import _compat
 
 tf = _compat.import_tensorflow()
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "DEMO_TASK"]
+
+DEMO_TASK = "seg_thalamus"
+# The default models' training split of the embedded subjects (docs/model_card.md).
+_MNI_SUBJECTS, _HOLDOUT = 20, 4
 
 
-def _model_run(out, steps, seed, shape, subjects, holdout):
+def _train_small(out, steps, seed, size):
     from .training import train
 
     run = os.path.join(out, "model")
@@ -31,88 +40,108 @@ def _model_run(out, steps, seed, shape, subjects, holdout):
         with open(summary_path) as f:
             summary = json.load(f)
         if summary.get("steps", 0) >= steps:
-            print(f"Reusing the model trained by an earlier demo run in {run}")
-            return summary
+            print(f"    reusing the model trained by an earlier demo run in {run}")
+            return summary["model"]
     resume = os.path.exists(os.path.join(run, "train_config.json"))
-    return train(
-        run, model="neuralizer", ndims=2, shape=shape, channels=16, stages=3, mni=subjects,
-        holdout=holdout, context_size=(1, 6), tasks={"segmentation": 1.0}, lr=3e-4, steps=steps,
-        val_every=steps, val_episodes=4, checkpoint_every=max(steps // 4, 1), seed=seed,
-        resume=resume,
+    summary = train(
+        run, model="neuralizer", ndims=2, shape=(size, size), channels=16, stages=3,
+        mni=_MNI_SUBJECTS, holdout=_HOLDOUT, context_size=(1, 6), tasks={"segmentation": 1.0},
+        lr=3e-4, steps=steps, val_every=steps, val_episodes=4,
+        checkpoint_every=max(steps // 4, 1), seed=seed, resume=resume,
     )
+    return summary["model"]
 
 
-def _atlas(context_out):
-    """Context-label average thresholded at 0.5: the baseline every ICL model must beat."""
-    return (np.mean(context_out, axis=1) > 0.5).astype(np.float32)
-
-
-def run_demo(out="out/demo", steps=300, seed=0, size=64, context=4, episodes=8, subjects=16):
-    """Train briefly, predict in context on held-out subjects, write what was done.
+def run_demo(out="out/demo", model="default-2d", train_steps=None, seed=0, size=None, context=4,
+             draws=2, task=DEMO_TASK):
+    """Segment held-out subjects in context with a model, write what was done.
 
     Args:
         out: output folder.
-        steps: training steps of the small model.
-        seed: seed of the training run and of the evaluation episodes.
-        size: the 2D slice size (divisible by 4).
-        context: the context size L of the evaluation episodes.
-        episodes: number of evaluation episodes.
-        subjects: number of MNI152-derived subjects (``context + 2`` are held out for
-            evaluation and never trained on).
+        model: ``"default-2d"`` (the shipped weights) or a 2D model ``.h5``; ignored when
+            ``train_steps`` is given.
+        train_steps: train a small 2D Neuralizer for this many steps instead (64x64 slices
+            unless ``size`` says otherwise).
+        seed: seed of the subjects' split (0: the default models' split), of the episodes and
+            of a demo training run.
+        size: slice size; default: the grid the model was trained at.
+        context: the context size L.
+        draws: random context draws (each scores all 4 held-out targets).
+        task: a segmentation task of :mod:`neuroicl_tf.evaluation.tasks` present in the
+            MNI152-derived maps (``seg_lateral_ventricles``, ``seg_thalamus``, ``brain_mask``).
 
     Returns:
         A summary dict (also written to ``out/summary.json``).
+
+    Raises:
+        FileNotFoundError: ``default-2d`` is not installed (and no ``train_steps``).
+        ValueError: a 3D model, or a context larger than the context pool.
     """
-    import generators
-
-    from . import io, metrics
+    from . import io
+    from .evaluation import build_episodes, context_average, get_eval_task, make_sources, score
+    from .evaluation.ablation import blank_target
     from .models import ICLModel
+    from .predict.models import model_size, resolve_model
 
+    spec = get_eval_task(task)
+    if spec.kind != 0:
+        raise ValueError(f"task: the demo scores a segmentation task with Dice; {task!r} is "
+                         "an image task (use neuroicl-evaluate for those)")
     os.makedirs(out, exist_ok=True)
     started = time.perf_counter()
-    shape = (size, size)
-    holdout = context + 2
-    if subjects - holdout < 4:
-        raise ValueError(f"subjects: {subjects} leave fewer than 4 for training after holding "
-                         f"out {holdout} for evaluation; use at least {holdout + 4}")
-    print(f"1/3 Training a small 2D Neuralizer for {steps} steps on {subjects - holdout} subjects "
-          "derived from the MNI152 template (segmentation of random label groups)...")
-    run = _model_run(out, steps, seed, shape, subjects, holdout)
-    model = ICLModel.load(run["model"])
+    if train_steps:
+        size = int(size or 64)
+        print(f"1/3 Training a small 2D Neuralizer for {train_steps} steps on "
+              f"{_MNI_SUBJECTS - _HOLDOUT} subjects derived from the MNI152 template...")
+        path = _train_small(out, int(train_steps), seed, size)
+        what = f"a small Neuralizer trained by this demo for {train_steps} steps"
+    else:
+        path = resolve_model(model)
+        what = f"the trained model {model!r} ({path})"
+        print(f"1/3 Loading {what}")
+    net = ICLModel.load(path)
+    if net.ndims != 2:
+        raise ValueError(f"the demo runs a 2D model; {path} is {net.ndims}D")
+    grid, _ = model_size(net, path, size)
 
-    print(f"2/3 In-context segmentation of {episodes} episodes of held-out subjects, L = {context}")
-    _, held_out = generators.MNISubjects(n=subjects, seed=seed).split(holdout, seed=seed)
-    stream = iter(generators.EpisodeGenerator(
-        [held_out], tasks={"segmentation": 1.0}, ndims=2, shape=shape, context_size=context,
-        encoding="neuralizer", seed=seed + 1,
-    ))
+    sources = make_sources(mni=_MNI_SUBJECTS, holdout=_HOLDOUT, seed=seed, shape=grid)
+    print(f"2/3 In-context segmentation ({spec.note}): {len(sources.targets)} "
+          f"held-out subjects x {draws} context draws, L = {context}, {grid[0]}x{grid[1]} "
+          "coronal slices")
+    groups = build_episodes(sources.targets, sources.pool, [task], [context], draws, grid,
+                            seed=seed)
+    channels_in = int(net.inputs[0].shape[-1])
+    channels_out = int(net.outputs[0].shape[-1])
     scores = {"model": [], "atlas": [], "model_blank_target": []}
-    for _ in range(episodes):
-        inputs, y_true = next(stream)[:2]
-        inputs = {k: inputs[k] for k in ("target", "context_in", "context_out")}
-        y_pred = model.predict(inputs, verbose=0)
-        blank = dict(inputs, target=np.zeros_like(inputs["target"]))
-        y_blank = model.predict(blank, verbose=0)
-        truth = y_true[..., :1]
-        scores["model"].append(float(metrics.dice(truth, y_pred[..., :1])[0]))
-        atlas = _atlas(inputs["context_out"])[..., :1]
-        scores["atlas"].append(float(metrics.dice(truth, atlas)[0]))
-        scores["model_blank_target"].append(float(metrics.dice(truth, y_blank[..., :1])[0]))
+    for group in groups:
+        inputs = group.model_inputs(channels_in, channels_out)
+        y_pred = net(inputs, training=False).numpy()
+        y_blank = net(blank_target(inputs), training=False).numpy()
+        atlas = context_average(group.context_out, group.kind)
+        atlas = np.repeat(atlas[None], len(group.targets), axis=0)
+        scores["model"] += list(score(group.kind, group.target_out, y_pred))
+        scores["atlas"] += list(score(group.kind, group.target_out, atlas))
+        scores["model_blank_target"] += list(score(group.kind, group.target_out, y_blank))
     means = {k: round(float(np.mean(v)), 3) for k, v in scores.items()}
 
-    print("3/3 Writing the last episode, the prediction and the scores")
+    print("3/3 Writing one episode, its prediction and the scores")
+    inputs = {k: v[:1] for k, v in inputs.items()}
+    truth = group.target_out[:1]
     png = os.path.join(out, "prediction.png")
-    _montage(png, inputs, truth, y_pred, means)
+    _montage(png, inputs, truth, y_pred[:1], means)
     nifti = os.path.join(out, "prediction.nii.gz")
     io.save_nifti(nifti, (y_pred[0, ..., 0] > 0.5).astype(np.uint8), np.eye(4))
     summary = {
-        "what": "in-context segmentation with a small Neuralizer trained by this demo",
-        "training_steps": run["steps"],
+        "what": f"in-context segmentation ({spec.note}) with {what}",
+        "task": task,
+        "model": path,
+        "subjects": sources.description,
+        "targets": list(sources.targets.names),
         "context_size": context,
-        "episodes": episodes,
+        "episodes": len(scores["model"]),
         "dice_mean": means,
         "seconds": round(time.perf_counter() - started, 1),
-        "outputs": {"montage": png, "prediction": nifti, "model": run["model"]},
+        "outputs": {"montage": png, "prediction": nifti},
     }
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
