@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The evaluation of the shipped default models in docs/model_card.md, one part per call, so
+# that parts can run side by side (each uses the threads given by THREADS, default 1).
+#
+#   bash benchmarks/evaluate_defaults.sh 2d-synthseg   # held-out SynthSeg maps, synthetic contrasts
+#   bash benchmarks/evaluate_defaults.sh 2d-mni152     # the real MNI152 T1 (nilearn)
+#   bash benchmarks/evaluate_defaults.sh 2d-colin27    # the real Colin27 T1 (apt-get install mricron-data)
+#   bash benchmarks/evaluate_defaults.sh 3d-synthseg | 3d-mni152 | 3d-colin27
+#
+# LABELS points at the SynthSeg label maps (default ../shared/data/synthseg_label_maps beside
+# the checkout); OUT is the output root (default runs/eval). Each part writes
+# OUT/<part>/{scores.csv,table.md,scores.png,verdict.txt} and OUT/<part>.log.
+set -euo pipefail
+
+part=${1:?usage: evaluate_defaults.sh 2d-synthseg|2d-mni152|2d-colin27|3d-synthseg|3d-mni152|3d-colin27}
+here=$(cd "$(dirname "$0")/.." && pwd)
+LABELS=${LABELS:-$here/../shared/data/synthseg_label_maps}
+OUT=${OUT:-runs/eval}
+THREADS=${THREADS:-1}
+BIN=${BIN:-$here/.venv/bin}
+
+# The default models' training split: --holdout 4 --seed 0 (docs/model_card.md), so the targets
+# below are subjects neither model was trained on.
+common=(--holdout 4 --seed 0 -j "$THREADS")
+case "$part" in
+  2d-*) model=(-m default-2d) grid=(--shape 96 96 --context-sizes 1 2 4 8 16 --draws 2) ;;
+  3d-*) model=(-m default-3d) grid=(--shape 64 64 64 --context-sizes 1 2 4 8 --draws 1
+                                   --mini-context 2 --fewshot-steps 100) ;;
+  *) echo "unknown part: $part" >&2; exit 2 ;;
+esac
+case "$part" in
+  *-synthseg) source=(--labels "$LABELS") ;;
+  *-mni152) source=(--real mni152 --real-subjects 20) ;;
+  *-colin27) source=(--real colin27 --real-subjects 20) ;;
+  *) echo "unknown part: $part" >&2; exit 2 ;;
+esac
+
+mkdir -p "$OUT"
+set -x
+"$BIN/neuroicl-evaluate" -o "$OUT/$part" "${model[@]}" "${source[@]}" "${grid[@]}" \
+    "${common[@]}" 2>&1 | tee "$OUT/$part.log"
