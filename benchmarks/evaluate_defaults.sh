@@ -30,9 +30,13 @@ case "$part" in
 esac
 case "$part" in
   *-synthseg) source=(--labels "$LABELS") ;;
+  # The real scans: fewer L and one draw per L (the two-core budget of the model card's run).
   *-mni152) source=(--real mni152 --real-subjects 20) ;;
   *-colin27) source=(--real colin27 --real-subjects 20) ;;
   *) echo "unknown part: $part" >&2; exit 2 ;;
+esac
+case "$part" in
+  2d-mni152|2d-colin27) grid=(--shape 96 96 --context-sizes 1 2 4 8 --draws 1) ;;
 esac
 
 mkdir -p "$OUT"
