@@ -21,6 +21,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -526,8 +527,37 @@ def _write_json(path, payload):
     os.replace(tmp, path)
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+class _Interrupt:
+    """SIGINT/SIGTERM handler that only records the signal.
+
+    Raising KeyboardInterrupt from the handler is not reliable during ``model.fit``: when the
+    signal lands while the episode generator runs inside ``tf.data``, the exception is taken as
+    the generator's error and the run goes on (seen on a loaded machine). The flag is read at
+    every batch end (by :class:`_StopOnSignal`) and between rounds; a second signal raises at
+    once.
+    """
+
+    def __init__(self):
+        self.signum = None
+
+    def __call__(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt(f"signal {signum} (second)")
+        self.signum = signum
+
+    def check(self):
+        if self.signum is not None:
+            raise KeyboardInterrupt(f"signal {self.signum}")
+
+
+class _StopOnSignal(tf.keras.callbacks.Callback):
+    def __init__(self, interrupt):
+        super().__init__()
+        self.interrupt = interrupt
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.interrupt.signum is not None:
+            self.model.stop_training = True
 
 
 # --------------------------------------------------------------------------------------------
@@ -608,7 +638,10 @@ def train(out, **kwargs):
     start_step, started = step, time.perf_counter()
     fit_seconds, history, stopped = 0.0, [], None
     # From here on an interrupt (Ctrl-C, or SIGTERM from a scheduler) leaves a checkpoint.
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    interrupt = _Interrupt()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # signals reach only that one
+        previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         writer = None
         if config.tensorboard and chief:
@@ -618,6 +651,7 @@ def train(out, **kwargs):
         progbar = tf.keras.utils.Progbar(config.steps, verbose=1 if config.progress else 0,
                                          unit_name="step")
         while step < config.steps:
+            interrupt.check()
             boundary = min(
                 _next_multiple(step, config.checkpoint_every),
                 _next_multiple(step, config.val_every),
@@ -626,8 +660,9 @@ def train(out, **kwargs):
             dataset = _episode_dataset(train_sources, config, step, boundary, worker)
             tick = time.perf_counter()
             logs = model.fit(dataset, steps_per_epoch=boundary - step, epochs=1, verbose=0,
-                             **fit_kwargs).history
+                             callbacks=[_StopOnSignal(interrupt)], **fit_kwargs).history
             fit_seconds += time.perf_counter() - tick
+            interrupt.check()
             step = int(optimizer.iterations.numpy())
             train_loss = float(logs["loss"][-1])
             record = {"step": step, "loss": train_loss,
@@ -654,7 +689,8 @@ def train(out, **kwargs):
               "Continue with --resume.", file=sys.stderr)
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
     wall = time.perf_counter() - started
     done = step - start_step
