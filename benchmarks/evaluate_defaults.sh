@@ -26,10 +26,12 @@ TASKS9=seg_hippocampus,seg_thalamus,seg_lateral_ventricles,seg_putamen,seg_cauda
 TASKS9=$TASKS9,skull_stripping,denoising,bias_correction,inpainting
 case "$part" in
   2d-*) model=(-m default-2d) grid=(--shape 96 96 --context-sizes 1 2 4 8 16 --draws 2) ;;
-  # 3D: the nine tasks the model card reports, L = 1, 2, 4, one draw, a 50-step few-shot U-Net
-  # (two shared CPU cores; a 64^3 episode group costs minutes).
+  # 3D: the nine tasks the model card reports, L = 1, 2, 4, one draw, and no few-shot U-Net:
+  # on two shared CPU cores its 64^3 training made a group cost about 4 minutes (about 2 hours
+  # for the part). FEWSHOT=1 adds it back (50 steps).
   3d-*) model=(-m default-3d) grid=(--shape 64 64 64 --context-sizes 1 2 4 --draws 1
-                                   --mini-context 2 --fewshot-steps 50 --tasks "$TASKS9") ;;
+                                   --mini-context 2 --tasks "$TASKS9")
+        if [ "${FEWSHOT:-0}" = 1 ]; then grid+=(--fewshot-steps 50); else grid+=(--no-fewshot); fi ;;
   *) echo "unknown part: $part" >&2; exit 2 ;;
 esac
 case "$part" in
