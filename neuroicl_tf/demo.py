@@ -80,11 +80,12 @@ def run_demo(out="out/demo", model="default-2d", train_steps=None, seed=0, size=
     from . import io
     from .evaluation import build_episodes, context_average, get_eval_task, make_sources, score
     from .evaluation.ablation import blank_target
+    from .evaluation.tasks import KIND_SEGMENTATION
     from .models import ICLModel
     from .predict.models import model_size, resolve_model
 
     spec = get_eval_task(task)
-    if spec.kind != 0:
+    if spec.kind != KIND_SEGMENTATION:
         raise ValueError(f"task: the demo scores a segmentation task with Dice; {task!r} is "
                          "an image task (use neuroicl-evaluate for those)")
     os.makedirs(out, exist_ok=True)

@@ -107,15 +107,14 @@ def model_size(model, path=None, size=None):
         config_path = None
         if path:
             # A sidecar <model>.json (the shipped defaults), else the run's train_config.json.
-            stem = os.fspath(path)[:-3] if os.fspath(path).endswith(".h5") else os.fspath(path)
-            for candidate in (stem + ".json",
-                              os.path.join(os.path.dirname(os.fspath(path)), "train_config.json")):
-                if os.path.isfile(candidate):
-                    config_path = candidate
-                    break
+            path = os.fspath(path)
+            stem = path[:-3] if path.endswith(".h5") else path
+            candidates = (stem + ".json",
+                          os.path.join(os.path.dirname(path), "train_config.json"))
+            config_path = next((c for c in candidates if os.path.isfile(c)), None)
         if all(s is not None for s in static):
             size, source = tuple(int(s) for s in static), "the model's spatial_shape"
-        elif config_path and os.path.isfile(config_path):
+        elif config_path:
             with open(config_path) as f:
                 saved = json.load(f)
             # neuroicl-train writes {"model": {...}, "train": {"shape": ...}}.
