@@ -6,6 +6,7 @@ then import the library.
 """
 
 import argparse
+import importlib.util
 import os
 import sys
 
@@ -14,6 +15,12 @@ If you use this in your work, please cite:
   S. Czolbe, A. V. Dalca. Neuralizer: General Neuroimage Analysis without Re-Training. CVPR 2023.
   J. Hu et al. Neuroverse3D: Developing In-Context Learning Universal Model for Neuroimaging
   in 3D."""
+
+
+# The trained default models shipped in neuroicl_tf/weights/, by the name --model takes. The
+# library's own table is neuroicl_tf.predict.models.DEFAULT_MODELS (tests check they agree); this
+# copy lets the commands resolve the names without importing TensorFlow.
+DEFAULT_MODELS = {"default-2d": "default-2d.h5", "default-3d": "default-3d.h5"}
 
 
 class UsageError(Exception):
@@ -72,6 +79,28 @@ def existing_path(text):
     if not os.path.exists(text):
         raise argparse.ArgumentTypeError(f"no such file or folder: {text}")
     return text
+
+
+def default_model_path(name):
+    """The installed weights file of a default model name, without importing the package.
+
+    Returns ``None`` when ``name`` is not one of :data:`DEFAULT_MODELS` (a file path, say).
+
+    Raises:
+        UsageError: the name is a default model but its weights are not installed.
+    """
+    if name not in DEFAULT_MODELS:
+        return None
+    spec = importlib.util.find_spec("neuroicl_tf")
+    folder = os.path.join(list(spec.submodule_search_locations)[0], "weights")
+    path = os.path.join(folder, DEFAULT_MODELS[name])
+    if not os.path.isfile(path):
+        raise UsageError(
+            f"--model {name}: the trained default weights are not installed (looked for "
+            f"{path}); reinstall the package, or train a model with neuroicl-train and "
+            "pass --model RUN/model.h5"
+        )
+    return os.path.abspath(path)
 
 
 def set_runtime(threads=None, gpu=False):

@@ -77,14 +77,10 @@ def _models(values):
     for value in values:
         name, path = value.split("=", 1) if "=" in value and not os.path.exists(value) else (
             None, value)
-        if path in ("default-2d", "default-3d") and not os.path.exists(path):
-            # Imports TensorFlow (through neuroicl_tf), so only for these names.
-            from neuroicl_tf.predict.models import resolve_model
-
-            try:
-                name, path = name or path, resolve_model(path)
-            except FileNotFoundError as err:
-                raise _cli.UsageError(str(err)) from None
+        if not os.path.exists(path):
+            default = _cli.default_model_path(path)
+            if default is not None:
+                name, path = name or path, default
         if not os.path.exists(path):
             raise _cli.UsageError(f"--model: no such model file: {path}")
         if os.path.isdir(path):

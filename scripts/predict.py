@@ -7,7 +7,6 @@ is reported and the run goes on; the exit code is then 2 with the list of failur
 """
 
 import argparse
-import importlib.util
 import os
 
 from . import _cli
@@ -23,7 +22,6 @@ examples:
 exit codes: 0 done; 1 bad input (nothing written); 2 batch finished with failed targets.
 """
 
-_DEFAULT_MODELS = {"default-2d": "default-2d.h5", "default-3d": "default-3d.h5"}
 _NIFTI = (".nii", ".nii.gz")
 
 
@@ -111,16 +109,7 @@ def _check_nifti(path, what):
 
 
 def _check_model(name):
-    if name in _DEFAULT_MODELS:
-        spec = importlib.util.find_spec("neuroicl_tf")
-        folder = os.path.join(list(spec.submodule_search_locations)[0], "weights")
-        path = os.path.join(folder, _DEFAULT_MODELS[name])
-        if not os.path.isfile(path):
-            raise _cli.UsageError(
-                f"--model {name}: the trained default weights are not installed (looked for "
-                f"{path}); reinstall the package, or train a model with neuroicl-train and "
-                "pass --model RUN/model.h5"
-            )
+    if _cli.default_model_path(name) is not None:
         return
     if not os.path.isfile(name):
         raise _cli.UsageError(f"--model: no such model file: {name}")

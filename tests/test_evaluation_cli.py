@@ -112,3 +112,16 @@ def test_help_without_arguments(capsys):
         evaluate.main([])
     assert exit_info.value.code in (0, None)
     assert "neuroicl-evaluate" in capsys.readouterr().out
+
+
+def test_model_names_resolve_to_the_shipped_weights(monkeypatch):
+    from scripts import _cli
+    from scripts import evaluate as evaluate_cli
+
+    models = evaluate_cli._models(["default-2d", "mine=default-3d"])
+    assert models == [("default-2d", _cli.default_model_path("default-2d")),
+                      ("mine", _cli.default_model_path("default-3d"))]
+    assert all(os.path.isfile(path) for _, path in models)
+    monkeypatch.setitem(_cli.DEFAULT_MODELS, "default-2d", "not-installed.h5")
+    with pytest.raises(_cli.UsageError, match="not-installed.h5.*reinstall"):
+        evaluate_cli._models(["default-2d"])

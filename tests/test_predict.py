@@ -25,6 +25,7 @@ from neuroicl_tf.predict import (
 from neuroicl_tf.predict import ensemble as pens
 from neuroicl_tf.predict import geometry as geo
 from neuroicl_tf.predict.registration import register_affine
+from scripts import _cli
 from scripts import predict as cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -464,13 +465,22 @@ def test_cli_bad_input_is_one_error_line(case, data, bad_files, tmp_path, capsys
 
 
 def test_cli_default_model_missing(data, tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(cli._DEFAULT_MODELS, "default-2d", "not-installed.h5")
+    monkeypatch.setitem(_cli.DEFAULT_MODELS, "default-2d", "not-installed.h5")
     argv = ["-i", data["target"], "--ctx-in", data["img0"], "--ctx-out", data["lab0"],
             "-o", str(tmp_path / "o.nii.gz"), "--model", "default-2d"]
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
     assert "not-installed.h5" in err and "reinstall the package" in err
     assert os.listdir(tmp_path) == []
+
+
+def test_cli_and_library_name_the_same_default_models():
+    from neuroicl_tf.predict.models import DEFAULT_MODELS, resolve_model
+
+    assert _cli.DEFAULT_MODELS == DEFAULT_MODELS
+    for name in DEFAULT_MODELS:
+        assert _cli.default_model_path(name) == resolve_model(name)
+    assert _cli.default_model_path("run/model.h5") is None
 
 
 # ------------------------------------------------------------------ batch mode
