@@ -12,6 +12,9 @@ never per-chunk outputs.
 * Inference: ``model([target, context_in, context_out], mini_context=1)`` inside a
   ``tf.function`` (L dynamic), for each L in ``--lengths``. Goal: peak growth from the smallest
   to the largest L below ``--goal`` (15 %).
+* Streamed inference (``--stream``): ``model.predict_stream(target, pairs, mini_context=1)``,
+  the context made one pair at a time by a generator, so it is never whole in memory (a
+  context read from disk subject by subject). Same goal.
 * Training: one ``train_step`` (APSP gradient, shuffle off) for each (L, l) of
   ``--train-configs``. Expected: peaks equal for equal l, larger for larger l.
 
@@ -100,13 +103,29 @@ def run_worker(spec):
     size, length, mini = spec["size"], spec["length"], spec["mini_context"]
     model = Neuroverse3D(channels=spec["channels"], mini_context=mini, shuffle=False)
     shape = (1, size, size, size, 1)
-    target, context_in, context_out = _inputs(size, length)
+    stream = spec["mode"] == "stream"
+    # Streamed: no whole context at all (the target is the same).
+    target, context_in, context_out = _inputs(size, 1 if stream else length)
     signature = [
         tf.TensorSpec((None, size, size, size, 1)),
         tf.TensorSpec((None, None, size, size, size, 1)),
         tf.TensorSpec((None, None, size, size, size, 1)),
     ]
-    if spec["mode"] == "inference":
+    if stream:
+        del context_in, context_out
+
+        @tf.function
+        def make_pair(index):
+            pair = [1, 1, size, size, size, 1]
+            return (tf.random.stateless_uniform(pair, seed=[1, index]),
+                    tf.round(tf.random.stateless_uniform(pair, seed=[2, index])))
+
+        def work(t, n):
+            pairs = (make_pair(tf.constant(i)) for i in range(n))
+            return model.predict_stream(t, pairs, mini_context=1)
+
+        args, small = (target, length), (target, 2)  # two pairs trace both passes
+    elif spec["mode"] == "inference":
 
         @tf.function(input_signature=signature)
         def work(t, a, b):
@@ -123,9 +142,10 @@ def run_worker(spec):
             return model.train_step(({"target": t, "context_in": a, "context_out": b}, y_true))
 
         args = (target, context_in, context_out, y)
-    # Warm up (trace, graph optimisation, kernels) on a one-pair context, so that these costs
-    # are the same for every L; the function is traced once for all L.
-    small = [x[:, :1] if i in (1, 2) else x for i, x in enumerate(args)]
+    if not stream:
+        small = [x[:, :1] if i in (1, 2) else x for i, x in enumerate(args)]
+    # Warm up (trace, graph optimisation, kernels) on a small context, so that these costs are
+    # the same for every L; the function is traced once for all L.
     tf.nest.map_structure(lambda t: t.numpy(), work(*small))
     peak_so_far = _peak_kb()
     reset = _reset_high_water_mark()
@@ -179,6 +199,8 @@ def main(argv=None):
     parser.add_argument("--goal", type=float, default=0.15, help="max inference peak growth")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per worker")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--stream", action="store_true",
+                        help="inference through predict_stream, the context made pair by pair")
     parser.add_argument("--json", help="also write all results to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -200,11 +222,13 @@ def main(argv=None):
 
     results = []
     try:
-        print(f"inference, mini_context = 1, {args.size}^3, channels {channels}")
+        mode = "stream" if args.stream else "inference"
+        print(f"{'streamed ' if args.stream else ''}inference, mini_context = 1, "
+              f"{args.size}^3, channels {channels}")
         print(f"{'L':>5} {'rss before MB':>14} {'forward MB':>11} {'peak MB':>9} {'seconds':>9}")
         inference = []
         for length in lengths:
-            spec = {"mode": "inference", "size": args.size, "channels": channels,
+            spec = {"mode": mode, "size": args.size, "channels": channels,
                     "length": length, "mini_context": 1, "threads": args.threads}
             r = _run(spec, args.timeout)
             inference.append(r)
@@ -214,9 +238,10 @@ def main(argv=None):
         low, high = inference[0], inference[-1]
         growth = (high["peak_mb"] - low["peak_mb"]) / low["peak_mb"]
         context_mb = 2 * 4 * (high["length"] - low["length"]) * args.size**3 / 2**20
+        held = ("the context is never whole in memory" if args.stream else
+                f"the extra context itself is {context_mb:.0f} MB")
         print(f"peak growth L={low['length']} -> L={high['length']}: {100 * growth:.1f} % "
-              f"(goal < {100 * args.goal:.0f} %; the extra context itself is {context_mb:.0f} "
-              "MB)")
+              f"(goal < {100 * args.goal:.0f} %; {held})")
 
         if not args.skip_training:
             print(f"\ntraining step, {args.train_size}^3, channels {train_channels}")

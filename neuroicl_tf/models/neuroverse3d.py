@@ -289,6 +289,21 @@ def apsp_forward_for_gradient(model, inputs, tape=None, training=True, mini_cont
     return model.target_decoder([bottom, *shortcuts, *means], training=training)
 
 
+def _stream_piece(piece, index):
+    """``(context_in, context_out)`` of one piece of :meth:`Neuroverse3D.predict_stream`."""
+    if isinstance(piece, dict):
+        missing = [k for k in ("context_in", "context_out") if k not in piece]
+        if missing:
+            raise ValueError(f"context piece {index}: a dict piece needs the keys context_in "
+                             f"and context_out; missing {', '.join(missing)}")
+        return piece["context_in"], piece["context_out"]
+    if isinstance(piece, (list, tuple)) and len(piece) == 2:
+        return piece[0], piece[1]
+    raise ValueError(f"context piece {index}: expected a pair (context_in, context_out), got "
+                     f"{type(piece).__name__}"
+                     + (f" of {len(piece)} items" if isinstance(piece, (list, tuple)) else ""))
+
+
 class Neuroverse3D(ICLModel):
     """Neuroverse3D (SPEC §3) with Adaptive Parallel-Sequential Processing of the context.
 
@@ -419,6 +434,94 @@ class Neuroverse3D(ICLModel):
     def predict(self, x, *args, mini_context=USE_DEFAULT, shuffle=USE_DEFAULT, **kwargs):
         """``Model.predict`` with optional ``mini_context``/``shuffle`` for this run."""
         return self._run_with(super().predict, mini_context, shuffle, (x, *args), kwargs)
+
+    def predict_stream(self, target, context, mini_context=USE_DEFAULT):
+        """Predict with a context that arrives piece by piece and is never whole in memory.
+
+        The forward pass of calling the model (equal up to float rounding): the target encoder
+        runs once; each piece of the context goes through the context U-Net (cut into
+        mini-contexts of at most ``mini_context`` pairs) and its per-stage features are added in
+        place into running sums; the decoder runs on their mean. Only the piece being processed
+        has to exist, so memory does not grow with the context length beyond one set of running
+        sums (one copy of the context U-Net's features): contexts read from disk one subject at
+        a time, or made on the fly, of any length.
+
+        Args:
+            target: ``(B, *S, Cin)`` array or tensor.
+            context: an iterable (list, generator, ``tf.data.Dataset``) of pieces
+                ``(context_in, context_out)`` (or dicts with those keys), each
+                ``(B, n, *S, Cin)`` and ``(B, n, *S, Cout)``; n may differ between pieces.
+            mini_context: pairs per context U-Net pass: pieces with more pairs are cut
+                (``USE_DEFAULT``: the model's ``mini_context``; ``None``: each piece at once).
+
+        Returns:
+            ``(B, *S, Cout)`` ``tf.Tensor``, raw (as ``call``).
+
+        Raises:
+            ValueError: a piece whose shape does not fit (named, with the shape wanted), a
+                piece that is not a pair, or a context without pairs.
+        """
+        mini_context, _ = self._resolve_apsp_settings(mini_context, USE_DEFAULT)
+        target = tf.cast(tf.convert_to_tensor(target), tf.float32)
+        fns = self._stream_functions()
+        *shortcuts, bottom = tf.nest.flatten(fns["encode"](target))
+        sums, pairs = None, 0
+        for index, piece in enumerate(context):
+            context_in, context_out = _stream_piece(piece, index)
+            try:
+                self.validate_inputs([target, context_in, context_out])
+            except ValueError as err:
+                raise ValueError(f"context piece {index}: {err}") from None
+            n = int(context_in.shape[1])
+            step = n if mini_context is None else mini_context
+            for start in range(0, n, step):
+                pair_in = tf.cast(tf.convert_to_tensor(context_in[:, start:start + step]),
+                                  tf.float32)
+                pair_out = tf.cast(tf.convert_to_tensor(context_out[:, start:start + step]),
+                                   tf.float32)
+                if sums is None:
+                    # The first pass fixes the sums' shapes; from then on they are updated in
+                    # place (no new copy per pass).
+                    sums = [tf.Variable(f, trainable=False)
+                            for f in fns["first"](pair_in, pair_out, *shortcuts)]
+                else:
+                    fns["add"](sums, pair_in, pair_out, *shortcuts)
+                pairs += int(pair_in.shape[1])
+                del pair_in, pair_out
+        if sums is None:
+            raise ValueError(f"{self.name}: context: no pairs (L = 0); give at least one "
+                             "(context_in, context_out) piece")
+        means = [tf.convert_to_tensor(v) / float(pairs) for v in sums]
+        del sums
+        return fns["decode"](bottom, shortcuts, means)
+
+    def _stream_functions(self):
+        """The traced pieces of :meth:`predict_stream` (traced once per model and shape)."""
+        cache = self.__dict__.get("_stream_fns")
+        if cache is not None:
+            return cache
+        unet = self.apsp.context_unet
+
+        def chunk_sums(pair_in, pair_out, *shortcuts):
+            features = tf.nest.flatten(unet([pair_in, pair_out, *shortcuts], training=False))
+            return [tf.reduce_sum(f, axis=1) for f in features]
+
+        def add(sums, pair_in, pair_out, *shortcuts):
+            for total, value in zip(sums, chunk_sums(pair_in, pair_out, *shortcuts)):
+                total.assign_add(value)
+
+        cache = {
+            "encode": tf.function(lambda t: self.target_encoder(t, training=False),
+                                  autograph=False, reduce_retracing=True),
+            "first": tf.function(chunk_sums, autograph=False, reduce_retracing=True),
+            "add": tf.function(add, autograph=False, reduce_retracing=True),
+            "decode": tf.function(
+                lambda bottom, shortcuts, means: self.target_decoder(
+                    [bottom, *shortcuts, *means], training=False),
+                autograph=False, reduce_retracing=True),
+        }
+        object.__setattr__(self, "_stream_fns", cache)
+        return cache
 
     def evaluate(self, x=None, *args, mini_context=USE_DEFAULT, shuffle=USE_DEFAULT, **kwargs):
         """``Model.evaluate`` with optional ``mini_context``/``shuffle`` for this run."""
