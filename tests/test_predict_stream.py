@@ -74,3 +74,15 @@ def test_stream_bad_input_names_the_piece():
         model.predict_stream(target, [{"context_in": context_in}])
     with pytest.raises(ValueError, match=r"context piece 0: .*L = 0"):
         model.predict_stream(target, [(context_in[:, :0], context_out[:, :0])])
+
+
+def test_stream_refuses_graph_mode():
+    model = Neuroverse3D(channels=(4, 8, 16), shuffle=False)
+    target, context_in, context_out = _data(3, 1)
+
+    @tf.function
+    def inside(t):
+        return model.predict_stream(t, [(context_in, context_out)])
+
+    with pytest.raises(RuntimeError, match="runs eagerly"):
+        inside(tf.constant(target))

@@ -460,7 +460,13 @@ class Neuroverse3D(ICLModel):
         Raises:
             ValueError: a piece whose shape does not fit (named, with the shape wanted), a
                 piece that is not a pair, or a context without pairs.
+            RuntimeError: called inside a ``tf.function`` (it runs eagerly).
         """
+        if not tf.executing_eagerly():
+            raise RuntimeError(
+                f"{self.name}.predict_stream iterates over the context in Python and runs "
+                "eagerly; inside a tf.function, call the model on the whole context instead"
+            )
         mini_context, _ = self._resolve_apsp_settings(mini_context, USE_DEFAULT)
         target = tf.cast(tf.convert_to_tensor(target), tf.float32)
         fns = self._stream_functions()
