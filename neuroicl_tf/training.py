@@ -188,6 +188,9 @@ def _worker_info(strategy):
 # Configuration
 
 
+DEFAULT_LR = 1e-4
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything that defines a run; saved as JSON beside the checkpoints."""
@@ -206,7 +209,9 @@ class TrainConfig:
     context_size: object = (1, 8)
     mini_context: int = None
     batch_size: int = 1
-    lr: float = 1e-4
+    # None: DEFAULT_LR for a new run; on resume, None keeps the checkpoint's rate (which the
+    # plateau rule may have lowered) and a value replaces it.
+    lr: float = None
     clipnorm: float = 1.0
     plateau_patience: int = 20
     plateau_factor: float = 0.5
@@ -300,6 +305,11 @@ def _validate(config):
                 f"time_limit: expected a positive number of minutes, got {config.time_limit!r}"
             )
         config.time_limit = float(config.time_limit)
+    if config.lr is not None:
+        if isinstance(config.lr, bool) or not isinstance(config.lr, (int, float)) or \
+                not config.lr > 0:
+            raise TrainConfigError(f"lr: expected a positive learning rate, got {config.lr!r}")
+        config.lr = float(config.lr)
     for name in ("steps", "val_every", "checkpoint_every", "batch_size", "val_episodes"):
         if int(getattr(config, name)) < 1:
             raise TrainConfigError(f"{name}: expected >= 1, got {getattr(config, name)}")
@@ -576,7 +586,9 @@ def train(out, **kwargs):
         **kwargs: model (``"neuralizer"``/``"neuroverse3d"``), ndims, shape, channels, stages,
             tasks (preset name or ``{name: weight}``), labels (NIfTI label-map folders/files),
             mni, procedural (numbers of embedded/procedural subjects), holdout, context_size,
-            mini_context, batch_size, lr, clipnorm, plateau_patience, plateau_factor, min_lr,
+            mini_context, batch_size, lr (default 1e-4; with ``resume``, a value replaces the
+            checkpoint's rate and ``None`` keeps it), clipnorm, plateau_patience,
+            plateau_factor, min_lr,
             steps, val_every, val_episodes, checkpoint_every, keep_checkpoints, resume,
             time_limit (minutes of wall time: at the first round boundary past it the run
             checkpoints, writes ``model.h5`` and returns; ``--resume`` continues it),
@@ -617,7 +629,9 @@ def train(out, **kwargs):
     tf.keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model, loss = build_model(config)
-        optimizer = tf.keras.optimizers.Adam(config.lr, clipnorm=config.clipnorm)
+        optimizer = tf.keras.optimizers.Adam(
+            DEFAULT_LR if config.lr is None else config.lr, clipnorm=config.clipnorm
+        )
         model.compile(optimizer=optimizer, loss=loss)
         optimizer.build(model.trainable_variables)
         best = tf.Variable(np.inf, dtype=tf.float32, trainable=False, name="plateau_best")
@@ -629,7 +643,17 @@ def train(out, **kwargs):
     manager = tf.train.CheckpointManager(checkpoint, save_dir, config.keep_checkpoints)
     if resume:
         checkpoint.restore(tf.train.latest_checkpoint(ckpt_dir)).assert_existing_objects_matched()
+        restored = float(optimizer.learning_rate.numpy())
+        if config.lr is not None and not np.isclose(restored, config.lr, rtol=1e-6, atol=0):
+            # An explicit rate on resume replaces the checkpoint's (which may be the plateau
+            # rule's); without one the run continues exactly.
+            optimizer.learning_rate.assign(config.lr)
+            if chief:
+                print(f"lr: {config.lr:g} replaces the checkpoint's {restored:g}",
+                      file=sys.stderr)
     elif chief:
+        if config.lr is None:
+            config.lr = DEFAULT_LR
         os.makedirs(config.out, exist_ok=True)
         _write_json(os.path.join(config.out, CONFIG_NAME),
                     {"model": config.model_config(), "train": dataclasses.asdict(config)})

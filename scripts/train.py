@@ -33,7 +33,9 @@ def _parser():
     p.add_argument("--mini-context", dest="mini_context", type=_cli.positive_int,
                    help="Neuroverse3D mini-context size l (APSP)")
     p.add_argument("--batch-size", dest="batch_size", type=_cli.positive_int, default=1)
-    p.add_argument("--lr", type=_cli.positive_float, default=1e-4)
+    p.add_argument("--lr", type=_cli.positive_float,
+                   help="Adam learning rate (default 1e-4); with --resume, a given rate replaces "
+                        "the checkpoint's, else the run continues with the checkpoint's")
     p.add_argument("--clipnorm", type=_cli.positive_float, default=1.0)
     p.add_argument("--plateau-patience", dest="plateau_patience", type=_cli.positive_int,
                    default=20, help="validations without improvement before halving the rate")

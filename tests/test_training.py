@@ -42,6 +42,7 @@ def _weights_of_checkpoint(folder):
         (dict(context_size="0-3"), "at least one context pair"),
         (dict(strategy="nccl"), "strategy"),
         (dict(time_limit=0), "time_limit"),
+        (dict(lr=0), "lr: expected a positive"),
     ],
 )
 def test_bad_configurations_stop_before_any_work(tmp_path, kwargs, message):
@@ -85,6 +86,20 @@ def test_resume_continues_exactly_and_refuses_another_architecture(tmp_path):
     assert a.keys() == b.keys() and len(a) > 4
     for name in a:
         np.testing.assert_allclose(b[name], a[name], rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_resume_keeps_the_checkpoints_rate_unless_one_is_given(tmp_path, capsys):
+    default = train(tmp_path / "default", **TINY, steps=2)
+    assert json.load(open(tmp_path / "default" / "train_config.json"))["train"]["lr"] == 1e-4
+    assert default["final"]["lr"] == pytest.approx(1e-4)
+    out = tmp_path / "run"
+    train(out, **TINY, steps=2, lr=3e-4)
+    kept = train(out, **TINY, steps=4, resume=True)
+    assert kept["final"]["lr"] == pytest.approx(3e-4)
+    assert "replaces" not in capsys.readouterr().err
+    changed = train(out, **TINY, steps=6, resume=True, lr=1e-5)
+    assert changed["final"]["lr"] == pytest.approx(1e-5)
+    assert "lr: 1e-05 replaces the checkpoint's 0.0003" in capsys.readouterr().err
 
 
 def _run_python(code, env=None, timeout=600):
