@@ -623,6 +623,14 @@ def train(out, **kwargs):
         )
     worker, _, chief = _worker_info(strategy)
     train_sources, val_sources = _subjects(config)
+    largest = max(len(source) for source in train_sources)
+    if config.context_size[1] + 1 > largest:
+        raise TrainConfigError(
+            f"context_size: the largest context ({config.context_size[1]} pairs) needs "
+            f"{config.context_size[1] + 1} training subjects in one source (target + context); "
+            f"the largest training source has {largest} after holding out {config.holdout}: "
+            "lower the context size or give more subjects"
+        )
 
     # Same seed, same initial weights: a resumed run restores them anyway, and two runs of one
     # configuration start alike.

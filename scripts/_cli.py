@@ -43,8 +43,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def run(main_body, argv=None):
-    """Run a command body, turning :class:`UsageError` and ``ValueError`` into
-    ``Error: ...`` on stderr and exit code 1."""
+    """Run a command body, turning :class:`UsageError` into ``Error: ...`` on stderr and exit
+    code 1 (bodies turn their library's input errors into it), and Ctrl-C into code 130."""
     try:
         code = main_body(argv)
     except UsageError as err:

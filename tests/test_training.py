@@ -43,6 +43,7 @@ def _weights_of_checkpoint(folder):
         (dict(strategy="nccl"), "strategy"),
         (dict(time_limit=0), "time_limit"),
         (dict(lr=0), "lr: expected a positive"),
+        (dict(context_size=(1, 4)), "needs 5 training subjects"),
     ],
 )
 def test_bad_configurations_stop_before_any_work(tmp_path, kwargs, message):
