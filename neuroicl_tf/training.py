@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from . import _compat
+from ._interrupt import Interrupt, StopOnSignal
 
 tf = _compat.import_tensorflow()
 
@@ -537,39 +538,6 @@ def _write_json(path, payload):
     os.replace(tmp, path)
 
 
-class _Interrupt:
-    """SIGINT/SIGTERM handler that only records the signal.
-
-    Raising KeyboardInterrupt from the handler is not reliable during ``model.fit``: when the
-    signal lands while the episode generator runs inside ``tf.data``, the exception is taken as
-    the generator's error and the run goes on (seen on a loaded machine). The flag is read at
-    every batch end (by :class:`_StopOnSignal`) and between rounds; a second signal raises at
-    once.
-    """
-
-    def __init__(self):
-        self.signum = None
-
-    def __call__(self, signum, frame):
-        if self.signum is not None:
-            raise KeyboardInterrupt(f"signal {signum} (second)")
-        self.signum = signum
-
-    def check(self):
-        if self.signum is not None:
-            raise KeyboardInterrupt(f"signal {self.signum}")
-
-
-class _StopOnSignal(tf.keras.callbacks.Callback):
-    def __init__(self, interrupt):
-        super().__init__()
-        self.interrupt = interrupt
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.interrupt.signum is not None:
-            self.model.stop_training = True
-
-
 # --------------------------------------------------------------------------------------------
 # The run
 
@@ -670,7 +638,7 @@ def train(out, **kwargs):
     start_step, started = step, time.perf_counter()
     fit_seconds, history, stopped = 0.0, [], None
     # From here on an interrupt (Ctrl-C, or SIGTERM from a scheduler) leaves a checkpoint.
-    interrupt = _Interrupt()
+    interrupt = Interrupt()
     previous = {}
     if threading.current_thread() is threading.main_thread():  # signals reach only that one
         previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -692,7 +660,7 @@ def train(out, **kwargs):
             dataset = _episode_dataset(train_sources, config, step, boundary, worker)
             tick = time.perf_counter()
             logs = model.fit(dataset, steps_per_epoch=boundary - step, epochs=1, verbose=0,
-                             callbacks=[_StopOnSignal(interrupt)], **fit_kwargs).history
+                             callbacks=[StopOnSignal(interrupt)], **fit_kwargs).history
             fit_seconds += time.perf_counter() - tick
             interrupt.check()
             step = int(optimizer.iterations.numpy())
