@@ -30,8 +30,7 @@ case "$part" in
   # on two shared CPU cores its 64^3 training made a group cost about 4 minutes (about 2 hours
   # for the part). FEWSHOT=1 adds it back (50 steps).
   3d-*) model=(-m default-3d) grid=(--shape 64 64 64 --context-sizes 1 2 4 --draws 1
-                                   --mini-context 2 --tasks "$TASKS9")
-        if [ "${FEWSHOT:-0}" = 1 ]; then grid+=(--fewshot-steps 50); else grid+=(--no-fewshot); fi ;;
+                                   --mini-context 2 --tasks "$TASKS9") ;;
   *) echo "unknown part: $part" >&2; exit 2 ;;
 esac
 case "$part" in
@@ -45,8 +44,10 @@ case "$part" in
   2d-mni152|2d-colin27) grid=(--shape 96 96 --context-sizes 1 2 4 8 --draws 1) ;;
   # The MNI152-derived labels have no hippocampus, putamen or caudate, and its T1 no skull:
   # every task that can run on it (the default list less what it lacks, said in table.md).
-  3d-mni152) grid=(--shape 64 64 64 --context-sizes 1 2 4 --draws 1 --mini-context 2
-                   --no-fewshot) ;;
+  3d-mni152) grid=(--shape 64 64 64 --context-sizes 1 2 4 --draws 1 --mini-context 2) ;;
+esac
+case "$part" in
+  3d-*) if [ "${FEWSHOT:-0}" = 1 ]; then grid+=(--fewshot-steps 50); else grid+=(--no-fewshot); fi ;;
 esac
 
 mkdir -p "$OUT"
