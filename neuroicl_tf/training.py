@@ -636,6 +636,7 @@ def train(out, **kwargs):
 
     step = int(optimizer.iterations.numpy())
     start_step, started = step, time.perf_counter()
+    start_lr = float(optimizer.learning_rate.numpy())
     fit_seconds, history, stopped = 0.0, [], None
     # From here on an interrupt (Ctrl-C, or SIGTERM from a scheduler) leaves a checkpoint.
     interrupt = Interrupt()
@@ -713,9 +714,11 @@ def train(out, **kwargs):
         summary["model"] = model_path
         _write_json(os.path.join(config.out, SUMMARY_NAME), summary)
         # One line per run (a first run and each --resume), so a recipe spread over several
-        # runs keeps its wall time and step counts.
+        # runs keeps its wall time, step counts and the rate each run started with (a --lr
+        # given with --resume shows here; train_config.json keeps the first run's).
         with open(os.path.join(config.out, HISTORY_NAME), "a") as f:
             f.write(json.dumps({"target_steps": config.steps, "time_limit": config.time_limit,
+                                "start_step": start_step, "start_lr": start_lr,
                                 **summary}, default=str) + "\n")
     return summary
 

@@ -101,6 +101,9 @@ def test_resume_keeps_the_checkpoints_rate_unless_one_is_given(tmp_path, capsys)
     changed = train(out, **TINY, steps=6, resume=True, lr=1e-5)
     assert changed["final"]["lr"] == pytest.approx(1e-5)
     assert "lr: 1e-05 replaces the checkpoint's 0.0003" in capsys.readouterr().err
+    runs = [json.loads(line) for line in open(out / "runs.jsonl")]
+    assert [(r["start_step"], r["steps"]) for r in runs] == [(0, 2), (2, 4), (4, 6)]
+    assert [r["start_lr"] for r in runs] == pytest.approx([3e-4, 3e-4, 1e-5])
 
 
 def _run_python(code, env=None, timeout=600):
