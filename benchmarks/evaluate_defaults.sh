@@ -26,9 +26,9 @@ TASKS9=seg_hippocampus,seg_thalamus,seg_lateral_ventricles,seg_putamen,seg_cauda
 TASKS9=$TASKS9,skull_stripping,denoising,bias_correction,inpainting
 case "$part" in
   2d-*) model=(-m default-2d) grid=(--shape 96 96 --context-sizes 1 2 4 8 16 --draws 2) ;;
-  # 3D: the nine tasks the model card reports, L = 1, 2, 4, one draw, and no few-shot U-Net:
-  # on two shared CPU cores its 64^3 training made a group cost about 4 minutes (about 2 hours
-  # for the part). FEWSHOT=1 adds it back (50 steps).
+  # 3D: the nine tasks the model card reports, L = 1, 2, 4, one draw, and no few-shot U-Net
+  # unless FEWSHOT=1 (50 steps): its 64^3 training costs about 4 minutes per (task, L) group on
+  # a shared core (3d-mni152, 15 groups: 62 minutes), about 2 hours for a 27-group part.
   3d-*) model=(-m default-3d) grid=(--shape 64 64 64 --context-sizes 1 2 4 --draws 1
                                    --mini-context 2 --tasks "$TASKS9") ;;
   *) echo "unknown part: $part" >&2; exit 2 ;;
