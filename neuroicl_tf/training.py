@@ -600,14 +600,15 @@ def train(out, **kwargs):
             "lower the context size or give more subjects"
         )
 
+    if config.lr is None and not resume:
+        config.lr = DEFAULT_LR
     # Same seed, same initial weights: a resumed run restores them anyway, and two runs of one
     # configuration start alike.
     tf.keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model, loss = build_model(config)
-        optimizer = tf.keras.optimizers.Adam(
-            DEFAULT_LR if config.lr is None else config.lr, clipnorm=config.clipnorm
-        )
+        # Resumed without a rate (config.lr None), the checkpoint's rate overwrites this one.
+        optimizer = tf.keras.optimizers.Adam(config.lr or DEFAULT_LR, clipnorm=config.clipnorm)
         model.compile(optimizer=optimizer, loss=loss)
         optimizer.build(model.trainable_variables)
         best = tf.Variable(np.inf, dtype=tf.float32, trainable=False, name="plateau_best")
@@ -628,8 +629,6 @@ def train(out, **kwargs):
                 print(f"lr: {config.lr:g} replaces the checkpoint's {restored:g}",
                       file=sys.stderr)
     elif chief:
-        if config.lr is None:
-            config.lr = DEFAULT_LR
         os.makedirs(config.out, exist_ok=True)
         _write_json(os.path.join(config.out, CONFIG_NAME),
                     {"model": config.model_config(), "train": dataclasses.asdict(config)})
