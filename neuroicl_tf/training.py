@@ -531,6 +531,36 @@ def _prepare_out(config, resume):
     return ckpt_dir
 
 
+def _task_rows(tasks):
+    """``tasks`` in one comparable form: a preset name, or ``{name: {weight, loss_weight,
+    params}}`` with every field filled."""
+    if not isinstance(tasks, dict):
+        return tasks
+    rows = {}
+    for name, value in sorted(tasks.items()):
+        value = value if isinstance(value, dict) else {"weight": value}
+        rows[name] = {"weight": float(value.get("weight", 1.0)),
+                      "loss_weight": float(value.get("loss_weight", 1.0)),
+                      "params": dict(value.get("params", {}))}
+    return json.loads(json.dumps(rows))
+
+
+def _previous_tasks(out):
+    """The task table the checkpoint in ``out`` was last trained on: the last runs.jsonl line
+    that records one, else train_config.json's (the first run's)."""
+    tasks = None
+    history = os.path.join(out, HISTORY_NAME)
+    if os.path.exists(history):
+        with open(history) as f:
+            for line in f:
+                if line.strip():
+                    tasks = json.loads(line).get("tasks", tasks)
+    if tasks is None:
+        with open(os.path.join(out, CONFIG_NAME)) as f:
+            tasks = json.load(f)["train"].get("tasks")
+    return _task_rows(tasks)
+
+
 def _write_json(path, payload):
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
@@ -628,6 +658,14 @@ def train(out, **kwargs):
             if chief:
                 print(f"lr: {config.lr:g} replaces the checkpoint's {restored:g}",
                       file=sys.stderr)
+        if _previous_tasks(config.out) != _task_rows(config.tasks):
+            # Another task table (e.g. other loss weights) puts the validation loss on another
+            # scale: the plateau rule starts over instead of comparing with the old best.
+            best.assign(np.inf)
+            wait.assign(0)
+            if chief:
+                print("tasks differ from the checkpoint's last run: the plateau rule starts "
+                      "over", file=sys.stderr)
     elif chief:
         os.makedirs(config.out, exist_ok=True)
         _write_json(os.path.join(config.out, CONFIG_NAME),
@@ -713,11 +751,13 @@ def train(out, **kwargs):
         summary["model"] = model_path
         _write_json(os.path.join(config.out, SUMMARY_NAME), summary)
         # One line per run (a first run and each --resume), so a recipe spread over several
-        # runs keeps its wall time, step counts and the rate each run started with (a --lr
-        # given with --resume shows here; train_config.json keeps the first run's).
+        # runs keeps its wall time, step counts, and the rate and task table each run started
+        # with (a --lr or --tasks given with --resume shows here; train_config.json keeps the
+        # first run's).
         with open(os.path.join(config.out, HISTORY_NAME), "a") as f:
             f.write(json.dumps({"target_steps": config.steps, "time_limit": config.time_limit,
                                 "start_step": start_step, "start_lr": start_lr,
+                                "tasks": _task_rows(config.tasks),
                                 **summary}, default=str) + "\n")
     return summary
 

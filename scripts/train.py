@@ -22,7 +22,8 @@ def _parser():
     p.add_argument("--channels", help="Neuralizer: width (e.g. 64); Neuroverse3D: list, e.g. "
                    "16,32,64,128")
     p.add_argument("--stages", type=_cli.positive_int, help="Neuralizer stages (default 4)")
-    p.add_argument("--tasks", help="task preset (neuralizer, neuroverse3d) or name:weight,...")
+    p.add_argument("--tasks", help="task preset (neuralizer, neuroverse3d) or "
+                   "name:weight[:loss_weight],...")
     p.add_argument("--labels", nargs="+", default=[], type=_cli.existing_path,
                    help="folders or files of NIfTI label maps")
     p.add_argument("--mni", type=int, default=0, help="number of embedded MNI152-derived subjects")
@@ -62,6 +63,32 @@ def _parser():
     return p
 
 
+def parse_tasks(text):
+    """``name:weight[:loss_weight],...`` -> the ``tasks`` dict of ``train``.
+
+    ``weight`` is the sampling weight; ``loss_weight`` (the task's lambda_t, default 1) scales
+    its loss, e.g. ``segmentation:2:50`` is Neuroverse3D's segmentation row.
+    """
+    tasks = {}
+    for item in text.split(","):
+        fields = item.split(":")
+        try:
+            if not 2 <= len(fields) <= 3 or not fields[0]:
+                raise ValueError
+            values = [float(v) for v in fields[1:]]
+        except ValueError:
+            raise _cli.UsageError(
+                f"--tasks: expected name:weight[:loss_weight],..., got {item!r} in {text!r}"
+            ) from None
+        if not all(v > 0 for v in values):
+            raise _cli.UsageError(f"--tasks: weights must be > 0, got {item!r}")
+        if fields[0] in tasks:
+            raise _cli.UsageError(f"--tasks: {fields[0]!r} given twice")
+        tasks[fields[0]] = (values[0] if len(values) == 1
+                            else {"weight": values[0], "loss_weight": values[1]})
+    return tasks
+
+
 def _body(argv):
     args = _parser().parse(argv)
     if args.mni < 0 or args.procedural < 0:
@@ -73,14 +100,7 @@ def _body(argv):
     kwargs = vars(args)
     _cli.set_runtime(kwargs.pop("threads"), kwargs.pop("gpu"))
     if kwargs["tasks"] and ":" in kwargs["tasks"]:
-        try:
-            kwargs["tasks"] = {
-                name: float(weight)
-                for name, weight in (item.split(":") for item in kwargs["tasks"].split(","))
-            }
-        except ValueError:
-            message = f"--tasks: expected name:weight,..., got {args.tasks!r}"
-            raise _cli.UsageError(message) from None
+        kwargs["tasks"] = parse_tasks(kwargs["tasks"])
 
     from neuroicl_tf.training import TrainConfigError, train
 

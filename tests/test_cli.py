@@ -45,3 +45,16 @@ def test_bad_flag_is_one_error_line_before_tensorflow(verb):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     assert "TF False" in result.stdout
+
+
+def test_train_tasks_take_an_optional_loss_weight():
+    from scripts import _cli
+    from scripts.train import parse_tasks
+
+    assert parse_tasks("segmentation:4:50,inpainting:1") == {
+        "segmentation": {"weight": 4.0, "loss_weight": 50.0}, "inpainting": 1.0}
+    for bad, message in [("segmentation", "name:weight"), ("segmentation:x", "name:weight"),
+                         ("segmentation:1:2:3", "name:weight"), ("segmentation:0", "> 0"),
+                         ("segmentation:1:-5", "> 0"), ("inpainting:1,inpainting:2", "twice")]:
+        with pytest.raises(_cli.UsageError, match=message):
+            parse_tasks(bad)

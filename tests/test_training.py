@@ -101,9 +101,18 @@ def test_resume_keeps_the_checkpoints_rate_unless_one_is_given(tmp_path, capsys)
     changed = train(out, **TINY, steps=6, resume=True, lr=1e-5)
     assert changed["final"]["lr"] == pytest.approx(1e-5)
     assert "lr: 1e-05 replaces the checkpoint's 0.0003" in capsys.readouterr().err
+    # Other loss weights on resume: recorded per run, and the plateau rule starts over (the
+    # validation loss is on another scale).
+    weighted = {"segmentation": {"weight": 1.0, "loss_weight": 50.0}}
+    train(out, **{**TINY, "tasks": weighted}, steps=8, resume=True)
+    assert "plateau rule starts over" in capsys.readouterr().err
+    train(out, **{**TINY, "tasks": weighted}, steps=10, resume=True)
+    assert "starts over" not in capsys.readouterr().err
     runs = [json.loads(line) for line in open(out / "runs.jsonl")]
-    assert [(r["start_step"], r["steps"]) for r in runs] == [(0, 2), (2, 4), (4, 6)]
-    assert [r["start_lr"] for r in runs] == pytest.approx([3e-4, 3e-4, 1e-5])
+    assert [(r["start_step"], r["steps"]) for r in runs] == [(0, 2), (2, 4), (4, 6), (6, 8),
+                                                              (8, 10)]
+    assert [r["start_lr"] for r in runs] == pytest.approx([3e-4, 3e-4, 1e-5, 1e-5, 1e-5])
+    assert [r["tasks"]["segmentation"]["loss_weight"] for r in runs] == [1, 1, 1, 50, 50]
 
 
 def _run_python(code, env=None, timeout=600):
