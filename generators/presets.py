@@ -62,7 +62,8 @@ _NEURALIZER = (
 )
 
 _NEUROVERSE3D = (
-    TaskSpec("segmentation", 2.0, 50.0, note="Segmentation 2 / 50"),
+    TaskSpec("segmentation", 2.0, 50.0, params={"group_p": 0.5, "group_size": (2, 10)},
+             note="Segmentation 2 / 50, random foreground grouping p = 0.5, <= 10 classes"),
     TaskSpec("bias_correction", 1.0, 1.0, note="Bias 1 / 1"),
     TaskSpec("denoising_gaussian", 1.0, 1.0, note="Gaussian denoise 1 / 1"),
     TaskSpec("denoising_salt_pepper", 1.0, 1.0, note="Salt & pepper 1 / 1"),

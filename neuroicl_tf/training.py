@@ -321,8 +321,39 @@ def _validate(config):
         )
     if config.tasks is None:
         config.tasks = "neuralizer" if neuralizer else "neuroverse3d"
+    _check_tasks(config.tasks)
     config.labels = tuple(str(p) for p in config.labels)
     return config
+
+
+def _check_tasks(tasks):
+    """Refuse a task table whose tasks, weights or parameters cannot be built."""
+    if not isinstance(tasks, dict):
+        return  # a preset name (or a list of tasks) is checked by the episode generator
+    from generators.tasks import TASKS, get_task
+
+    if not tasks:
+        raise TrainConfigError("tasks: the table is empty")
+    for name, value in tasks.items():
+        if name not in TASKS:
+            raise TrainConfigError(f"tasks: unknown task {name!r}; known tasks: {sorted(TASKS)}")
+        value = value if isinstance(value, dict) else {"weight": value}
+        unknown = set(value) - {"weight", "loss_weight", "params"}
+        if unknown:
+            raise TrainConfigError(f"tasks[{name!r}]: unknown keys {sorted(unknown)}; use "
+                                   "weight, loss_weight, params")
+        for key in ("weight", "loss_weight"):
+            number = value.get(key, 1.0)
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or number <= 0:
+                raise TrainConfigError(f"tasks[{name!r}]: {key} must be a number > 0, got "
+                                       f"{number!r}")
+        params = value.get("params", {})
+        if not isinstance(params, dict):
+            raise TrainConfigError(f"tasks[{name!r}]: params must be a dict, got {params!r}")
+        try:
+            get_task(name, **params)
+        except (TypeError, ValueError) as err:
+            raise TrainConfigError(f"tasks[{name!r}]: {err}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -725,6 +756,15 @@ def train(out, **kwargs):
         path = manager.save(checkpoint_number=step)
         print(f"\nInterrupted at step {step}; checkpoint saved to {path}. "
               "Continue with --resume.", file=sys.stderr)
+        if chief:  # the run's record, so that a recipe's history has no hole
+            done = step - start_step
+            _append_run(config, start_step, start_lr, {
+                "steps": step, "steps_this_run": done,
+                "wall_seconds": round(time.perf_counter() - started, 1),
+                "steps_per_second": round(done / fit_seconds, 4) if fit_seconds else None,
+                "replicas": replicas, "stopped": f"interrupted at step {step}",
+                "final": history[-1] if history else None, "checkpoint": path,
+            })
         raise
     finally:
         for sig, handler in previous.items():
@@ -750,16 +790,19 @@ def train(out, **kwargs):
         model.save(model_path)
         summary["model"] = model_path
         _write_json(os.path.join(config.out, SUMMARY_NAME), summary)
-        # One line per run (a first run and each --resume), so a recipe spread over several
-        # runs keeps its wall time, step counts, and the rate and task table each run started
-        # with (a --lr or --tasks given with --resume shows here; train_config.json keeps the
-        # first run's).
-        with open(os.path.join(config.out, HISTORY_NAME), "a") as f:
-            f.write(json.dumps({"target_steps": config.steps, "time_limit": config.time_limit,
-                                "start_step": start_step, "start_lr": start_lr,
-                                "tasks": _task_rows(config.tasks),
-                                **summary}, default=str) + "\n")
+        _append_run(config, start_step, start_lr, summary)
     return summary
+
+
+def _append_run(config, start_step, start_lr, summary):
+    """One line per run (a first run, each --resume, and an interrupted run), so a recipe spread
+    over several runs keeps its wall time, step counts, and the rate and task table each run
+    started with (a --lr or --tasks given with --resume shows here; train_config.json keeps the
+    first run's)."""
+    with open(os.path.join(config.out, HISTORY_NAME), "a") as f:
+        f.write(json.dumps({"target_steps": config.steps, "time_limit": config.time_limit,
+                            "start_step": start_step, "start_lr": start_lr,
+                            "tasks": _task_rows(config.tasks), **summary}, default=str) + "\n")
 
 
 def _next_multiple(step, every):

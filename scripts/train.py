@@ -22,8 +22,8 @@ def _parser():
     p.add_argument("--channels", help="Neuralizer: width (e.g. 64); Neuroverse3D: list, e.g. "
                    "16,32,64,128")
     p.add_argument("--stages", type=_cli.positive_int, help="Neuralizer stages (default 4)")
-    p.add_argument("--tasks", help="task preset (neuralizer, neuroverse3d) or "
-                   "name:weight[:loss_weight],...")
+    p.add_argument("--tasks", help="task preset (neuralizer, neuroverse3d), "
+                   "name:weight[:loss_weight],... or a .json task table")
     p.add_argument("--labels", nargs="+", default=[], type=_cli.existing_path,
                    help="folders or files of NIfTI label maps")
     p.add_argument("--mni", type=int, default=0, help="number of embedded MNI152-derived subjects")
@@ -89,6 +89,26 @@ def parse_tasks(text):
     return tasks
 
 
+def read_tasks(path):
+    """A task table from a JSON file: ``{name: weight}`` or ``{name: {"weight": w,
+    "loss_weight": l, "params": {...}}}`` (task parameters, e.g. segmentation's ``group_p``)."""
+    import json
+
+    try:
+        with open(path) as f:
+            tasks = json.load(f)
+    except OSError as err:
+        raise _cli.UsageError(f"--tasks: cannot read {path!r}: {err.strerror}") from None
+    except ValueError as err:
+        raise _cli.UsageError(f"--tasks: {path!r} is not valid JSON: {err}") from None
+    if not isinstance(tasks, dict) or not tasks or not all(
+            isinstance(v, (int, float, dict)) and not isinstance(v, bool)
+            for v in tasks.values()):
+        raise _cli.UsageError(f"--tasks: {path!r} must hold a non-empty object "
+                              "{name: weight or {weight, loss_weight, params}}")
+    return tasks
+
+
 def _body(argv):
     args = _parser().parse(argv)
     if args.mni < 0 or args.procedural < 0:
@@ -99,7 +119,9 @@ def _body(argv):
         raise _cli.UsageError("--gpus needs -g/--gpu")
     kwargs = vars(args)
     _cli.set_runtime(kwargs.pop("threads"), kwargs.pop("gpu"))
-    if kwargs["tasks"] and ":" in kwargs["tasks"]:
+    if kwargs["tasks"] and kwargs["tasks"].endswith(".json"):
+        kwargs["tasks"] = read_tasks(kwargs["tasks"])
+    elif kwargs["tasks"] and ":" in kwargs["tasks"]:
         kwargs["tasks"] = parse_tasks(kwargs["tasks"])
 
     from neuroicl_tf.training import TrainConfigError, train

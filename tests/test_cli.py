@@ -3,6 +3,7 @@ instead), and reports bad input as one 'Error: ...' line with exit code 1, befor
 imported."""
 
 import importlib
+import json
 import os
 import re
 import subprocess
@@ -58,3 +59,21 @@ def test_train_tasks_take_an_optional_loss_weight():
                          ("segmentation:1:-5", "> 0"), ("inpainting:1,inpainting:2", "twice")]:
         with pytest.raises(_cli.UsageError, match=message):
             parse_tasks(bad)
+
+
+def test_train_tasks_from_a_json_file(tmp_path):
+    from scripts import _cli
+    from scripts.train import read_tasks
+
+    table = {"segmentation": {"weight": 4, "loss_weight": 50, "params": {"group_p": 0.5}},
+             "inpainting": 1}
+    (tmp_path / "tasks.json").write_text(json.dumps(table))
+    assert read_tasks(str(tmp_path / "tasks.json")) == table
+    (tmp_path / "bad.json").write_text("{segmentation: 1}")
+    for path, message in [(tmp_path / "bad.json", "not valid JSON"),
+                          (tmp_path / "missing.json", "cannot read")]:
+        with pytest.raises(_cli.UsageError, match=message):
+            read_tasks(str(path))
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(_cli.UsageError, match="non-empty object"):
+        read_tasks(str(tmp_path / "list.json"))

@@ -134,6 +134,27 @@ def test_segmentation_mask_equals_chosen_labels(subjects2d):
         assert out[0][1].sum() >= task.min_voxels  # the target is never empty
 
 
+def test_segmentation_foreground_grouping(subjects3d):
+    # Neuroverse3D's random foreground grouping: with probability group_p a group of 2..10.
+    n_candidates = len(set(np.unique(subjects3d[0].labels).tolist()) - {0})
+    assert n_candidates >= 10
+    sizes = [len(Segmentation(group_p=0.5).sample_episode(np.random.default_rng(s), subjects3d)
+                 ["labels"]) for s in range(200)]
+    singles = sizes.count(1) / len(sizes)
+    assert 0.35 < singles < 0.65 and max(sizes) <= 10 and len(set(sizes)) >= 6
+    always = [len(Segmentation(group_p=1.0, group_size=3).sample_episode(
+        np.random.default_rng(s), subjects3d)["labels"]) for s in range(20)]
+    assert always == [3] * 20
+    # Without grouping the episodes are drawn exactly as before the option existed.
+    for s in range(10):
+        a = Segmentation().sample_episode(np.random.default_rng(s), subjects3d)
+        b = Segmentation(group_p=0.0).sample_episode(np.random.default_rng(s), subjects3d)
+        assert a == b
+    for bad in (-0.1, 1.5, True, (0.2, 0.5)):
+        with pytest.raises(ValueError, match="group_p"):
+            Segmentation(group_p=bad)
+
+
 def test_segmentation_fixed_labels_and_hemispheres(subjects3d):
     episode, out = pairs(Segmentation(labels=[17, 53]), subjects3d)
     assert episode["labels"] == [17, 53]

@@ -44,6 +44,10 @@ def _weights_of_checkpoint(folder):
         (dict(time_limit=0), "time_limit"),
         (dict(lr=0), "lr: expected a positive"),
         (dict(context_size=(1, 4)), "needs 5 training subjects"),
+        (dict(tasks={"segmentatoin": 1.0}), "unknown task 'segmentatoin'"),
+        (dict(tasks={"segmentation": {"weight": 1, "loss_weight": 0}}), "loss_weight must"),
+        (dict(tasks={"segmentation": {"weight": 1, "params": {"group_q": 1}}}), "group_q"),
+        (dict(tasks={"segmentation": {"weight": 1, "params": {"group_p": 2}}}), "group_p"),
     ],
 )
 def test_bad_configurations_stop_before_any_work(tmp_path, kwargs, message):
@@ -207,3 +211,7 @@ def test_interrupted_run_leaves_a_checkpoint_that_resumes(tmp_path):
     resumed = train(out, **{**TINY, "val_every": 400, "checkpoint_every": 400},
                     steps=interrupted_at + 2, resume=True)
     assert resumed["steps"] == interrupted_at + 2 and resumed["steps_this_run"] == 2
+    runs = [json.loads(line) for line in open(out / "runs.jsonl")]
+    assert [r["stopped"] for r in runs] == [f"interrupted at step {interrupted_at}", "finished"]
+    assert [(r["start_step"], r["steps"]) for r in runs] == [
+        (0, interrupted_at), (interrupted_at, interrupted_at + 2)]

@@ -204,8 +204,9 @@ class Segmentation(Task):
     voxels in the target (the first subject), so the target is never empty. Neuroverse3D's
     segmentation labels are exactly such binary masks of a class set (SPEC 4.3); Neuralizer
     segments one label at a time (``n_labels=1``, the default). The paper's "random foreground
-    grouping" augmentation (p = 0.5, up to 10 classes) belongs to ``generators.augment``; here
-    ``n_labels=(1, 10)`` gives the same kind of grouping directly.
+    grouping" augmentation (p = 0.5, up to 10 classes) is ``group_p=0.5, group_size=(2, 10)``:
+    with probability ``group_p`` an episode segments a group of ``group_size`` labels instead
+    of ``n_labels``.
 
     Args:
         labels: fixed label numbers (list of ints) or None for a random group per episode.
@@ -213,13 +214,16 @@ class Segmentation(Task):
         merge_hemispheres: choose left/right pairs together (e.g. 17 and 53).
         min_voxels: smallest size in the target of a label that can be chosen.
         contrast: input image contrast.
+        group_p: probability that an episode draws its group size from ``group_size``
+            instead of ``n_labels`` (random groups only; 0 = never).
+        group_size: size of such a group, int or (min, max) inclusive.
     """
 
     name = "segmentation"
     kind = KIND_SEGMENTATION
 
     def __init__(self, labels=None, n_labels=1, merge_hemispheres=False, min_voxels=4,
-                 contrast="a"):
+                 contrast="a", group_p=0.0, group_size=(2, 10)):
         if labels is not None:
             labels = [int(v) for v in np.atleast_1d(labels)]
             if not labels or min(labels) < 0:
@@ -232,9 +236,15 @@ class Segmentation(Task):
             raise ValueError(f"min_voxels must be an int >= 1, got {min_voxels!r}")
         self.min_voxels = min_voxels
         self.contrast = _check_contrast(contrast)
+        if (isinstance(group_p, bool) or not isinstance(group_p, (int, float, np.number))
+                or not 0 <= group_p <= 1):
+            raise ValueError(f"group_p must be a probability in [0, 1], got {group_p!r}")
+        self.group_p = float(group_p)
+        self.group_size = _range(group_size, "group_size", 1, 1000, integer=True)
         super().__init__(labels=labels, n_labels=list(self.n_labels),
                          merge_hemispheres=self.merge_hemispheres, min_voxels=min_voxels,
-                         contrast=contrast)
+                         contrast=contrast, group_p=self.group_p,
+                         group_size=list(self.group_size))
 
     def sample_episode(self, rng, subjects):
         if self.labels is not None:
@@ -257,7 +267,11 @@ class Segmentation(Task):
                 groups.append(group)
         else:
             groups = [(v,) for v in candidates]
-        k = int(rng.integers(self.n_labels[0], self.n_labels[1] + 1))
+        sizes = self.n_labels
+        # Drawn only when grouping is on, so episodes without it stay as they were.
+        if self.group_p > 0 and rng.random() < self.group_p:
+            sizes = self.group_size
+        k = int(rng.integers(sizes[0], sizes[1] + 1))
         k = min(k, len(groups))
         chosen = rng.choice(len(groups), size=k, replace=False)
         return {"labels": sorted(int(v) for i in chosen for v in groups[i])}
