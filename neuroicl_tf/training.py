@@ -197,7 +197,8 @@ class TrainConfig:
     """Everything that defines a run; saved as JSON beside the checkpoints."""
 
     out: str
-    model: str = "neuralizer"
+    # None: the family of ``init``'s model, else "neuralizer".
+    model: str = None
     ndims: int = None
     shape: tuple = None
     channels: object = None
@@ -230,6 +231,8 @@ class TrainConfig:
     augment: bool = True
     tensorboard: bool = True
     progress: bool = True
+    # A model file (or default-2d / default-3d) whose weights start a new run.
+    init: str = None
 
     def model_config(self):
         """The architecture part: a resume must match it exactly."""
@@ -251,8 +254,44 @@ class TrainConfig:
         }
 
 
+_FAMILIES = {"Neuralizer": "neuralizer", "Neuroverse3D": "neuroverse3d"}
+
+
+def _read_init(config):
+    """Resolve ``config.init`` and fill the architecture fields left unset from its file.
+
+    Returns:
+        The saved model's architecture (the keys of :meth:`TrainConfig.model_config`), to be
+        compared once the configuration is complete.
+    """
+    from .models.base import read_header
+    from .predict.models import resolve_model
+
+    try:
+        config.init = resolve_model(config.init)
+        class_name, saved = read_header(config.init)
+    except (OSError, ValueError) as err:
+        raise TrainConfigError(f"init: {err}".replace("--model: ", "")) from None
+    if class_name not in _FAMILIES:
+        raise TrainConfigError(f"init: {config.init} holds a {class_name}, which neuroicl-train "
+                               f"does not train (it trains {sorted(_FAMILIES)})")
+    family = _FAMILIES[class_name]
+    if config.model is None:
+        config.model = family
+    elif config.model != family:
+        raise TrainConfigError(f"init: {config.init} holds a {class_name}, but model is "
+                               f"{config.model!r}; drop --model or give --model {family}")
+    for name in ("ndims", "channels") + (("stages",) if family == "neuralizer" else ()):
+        if getattr(config, name) is None:
+            setattr(config, name, saved[name])
+    return {"class": class_name, **saved}
+
+
 def _validate(config):
     """Fill defaults and refuse configurations that cannot run, before any work."""
+    saved = _read_init(config) if config.init is not None else None
+    if config.model is None:
+        config.model = "neuralizer"
     if config.model not in MODELS:
         raise TrainConfigError(f"model: expected one of {MODELS}, got {config.model!r}")
     if config.strategy not in STRATEGIES:
@@ -323,6 +362,14 @@ def _validate(config):
         config.tasks = "neuralizer" if neuralizer else "neuroverse3d"
     _check_tasks(config.tasks)
     config.labels = tuple(str(p) for p in config.labels)
+    if saved is not None:
+        wanted = json.loads(json.dumps(config.model_config()))
+        found = {k: saved.get(k) for k in wanted}
+        if found != wanted:
+            differ = ", ".join(f"{k} {found[k]!r} (requested {wanted[k]!r})" for k in wanted
+                               if found[k] != wanted[k])
+            raise TrainConfigError(f"init: {config.init} is another architecture: {differ}; "
+                                   "leave these options out to take them from the file")
     return config
 
 
@@ -612,7 +659,8 @@ def train(out, **kwargs):
     Args:
         out: output folder: ``train_config.json``, ``checkpoints/``, ``logs/`` (TensorBoard),
             ``model.h5`` (final weights, loadable with ``ICLModel.load``), ``summary.json``.
-        **kwargs: model (``"neuralizer"``/``"neuroverse3d"``), ndims, shape, channels, stages,
+        **kwargs: model (``"neuralizer"``/``"neuroverse3d"``; default ``init``'s family, else
+            ``"neuralizer"``), ndims, shape, channels, stages,
             tasks (preset name or ``{name: weight}``), labels (NIfTI label-map folders/files),
             mni, procedural (numbers of embedded/procedural subjects), holdout, context_size,
             mini_context, batch_size, lr (default 1e-4; with ``resume``, a value replaces the
@@ -623,7 +671,11 @@ def train(out, **kwargs):
             checkpoints, writes ``model.h5`` and returns; ``--resume`` continues it),
             augment (the model family's preset task/spatial augmentations on training episodes),
             strategy (``"default"``/``"mirrored"``/``"multiworker"``), cpu_devices, gpus, seed,
-            tensorboard, progress.
+            tensorboard, progress, init (``"default-2d"``, ``"default-3d"`` or an
+            ``ICLModel`` ``.h5`` file, e.g. another run's ``model.h5``: a new run starts from
+            its weights with a fresh optimiser at step 0; unset architecture options are taken
+            from the file, given ones must match it; ignored on ``resume``, whose checkpoint
+            holds the weights).
 
     Returns:
         The summary dict (also written to ``summary.json``).
@@ -666,8 +718,17 @@ def train(out, **kwargs):
     # Same seed, same initial weights: a resumed run restores them anyway, and two runs of one
     # configuration start alike.
     tf.keras.utils.set_random_seed(config.seed)
+    # Weights to start from: read outside the strategy's scope (plain variables), assigned
+    # to the run's (possibly mirrored) ones below. A resumed run takes its checkpoint's.
+    initial = None
+    if config.init and not resume:
+        from .models import ICLModel
+
+        initial = ICLModel.load(config.init).get_weights()
     with strategy.scope():
         model, loss = build_model(config)
+        if initial is not None:
+            model.set_weights(initial)
         # Resumed without a rate (config.lr None), the checkpoint's rate overwrites this one.
         optimizer = tf.keras.optimizers.Adam(config.lr or DEFAULT_LR, clipnorm=config.clipnorm)
         model.compile(optimizer=optimizer, loss=loss)

@@ -15,7 +15,12 @@ def _parser():
         "--shape 64 64 --channels 16 --stages 3 --steps 500",
     )
     p.add_argument("-o", "--out", required=True, help="output folder of the run")
-    p.add_argument("--model", choices=("neuralizer", "neuroverse3d"), default="neuralizer")
+    p.add_argument("--model", choices=("neuralizer", "neuroverse3d"),
+                   help="default: the --init model's family, else neuralizer")
+    p.add_argument("--init", metavar="MODEL",
+                   help="start a new run from the weights of default-2d, default-3d or a "
+                        "model .h5 (fresh optimiser, step 0); architecture options left out "
+                        "are taken from it")
     p.add_argument("--ndims", type=int, choices=(2, 3),
                    help="default: 2 for Neuralizer, 3 for Neuroverse3D")
     p.add_argument("--shape", type=_cli.positive_int, nargs="+", help="episode size per axis")

@@ -119,6 +119,39 @@ def test_resume_keeps_the_checkpoints_rate_unless_one_is_given(tmp_path, capsys)
     assert [r["tasks"]["segmentation"]["loss_weight"] for r in runs] == [1, 1, 1, 50, 50]
 
 
+def test_init_starts_a_new_run_from_a_model_file(tmp_path):
+    from neuroicl_tf.models import ICLModel
+
+    source = train(tmp_path / "source", **TINY, steps=4, lr=1e-2)
+    # Architecture options left out come from the file. At lr 1e-9 one Adam step moves no
+    # weight by more than about 1e-9, so the new run ends where the source run did, while the
+    # same run without init starts from the seed's random weights.
+    unset = {k: v for k, v in TINY.items() if k not in ("model", "ndims", "channels", "stages")}
+    tuned = train(tmp_path / "tuned", **unset, steps=1, lr=1e-9, init=source["model"])
+    fresh = train(tmp_path / "fresh", **TINY, steps=1, lr=1e-9)
+    weights = {k: ICLModel.load(run["model"]).get_weights()
+               for k, run in (("source", source), ("tuned", tuned), ("fresh", fresh))}
+    assert tuned["steps"] == 1
+    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(weights["tuned"], weights["source"]))
+    assert not all(np.allclose(a, b, atol=1e-3)
+                   for a, b in zip(weights["fresh"], weights["source"]))
+    with open(tmp_path / "tuned" / "train_config.json") as f:
+        saved = json.load(f)
+    with open(tmp_path / "source" / "train_config.json") as f:
+        assert saved["model"] == json.load(f)["model"]
+    assert saved["train"]["init"] == os.path.abspath(source["model"])
+
+    for kwargs, message in [
+        ({**TINY, "channels": 8}, r"another architecture: channels 4 \(requested 8\)"),
+        ({**unset, "model": "neuroverse3d"}, "holds a Neuralizer, but model is 'neuroverse3d'"),
+        ({**TINY, "init": str(tmp_path / "missing.h5")}, "init: no such model file"),
+        ({**TINY, "init": str(tmp_path / "source" / "train_config.json")}, "expected default-2d"),
+    ]:
+        with pytest.raises(TrainConfigError, match=message):
+            train(tmp_path / "bad", **{"init": source["model"], **kwargs}, steps=1)
+        assert not (tmp_path / "bad").exists()
+
+
 def _run_python(code, env=None, timeout=600):
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                           text=True, timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})})

@@ -33,7 +33,7 @@ from .. import _compat
 
 tf = _compat.import_tensorflow()
 
-__all__ = ["ICLModel", "INPUT_NAMES"]
+__all__ = ["ICLModel", "INPUT_NAMES", "read_header"]
 
 INPUT_NAMES = ("target", "context_in", "context_out")
 
@@ -390,20 +390,10 @@ class ICLModel(tf.keras.Model):
             if not isinstance(model, cls):
                 raise ValueError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
             return model
+        class_name, config = read_header(path)
         import h5py
 
-        try:
-            f = h5py.File(path, "r")
-        except OSError as err:
-            raise ValueError(f"{path} is not a readable HDF5 file ({err})") from err
-        with f:
-            if "neuroicl_class" not in f.attrs or "neuroicl_config" not in f.attrs:
-                raise ValueError(
-                    f"{path} holds no neuroicl model config (attributes neuroicl_class and "
-                    "neuroicl_config); write models with ICLModel.save('model.h5')"
-                )
-            class_name = _to_str(f.attrs["neuroicl_class"])
-            config = json.loads(_to_str(f.attrs["neuroicl_config"]))
+        with h5py.File(path, "r") as f:
             group = f["weights"]
             names = sorted(group.keys())
             values = [group[k][()] for k in names]
@@ -425,6 +415,37 @@ class ICLModel(tf.keras.Model):
                 )
         model.set_weights(values)
         return model
+
+
+def read_header(filepath):
+    """The class name and constructor config of a model file written by :meth:`ICLModel.save`,
+    without building the model or reading its weights.
+
+    Returns:
+        ``(class_name, config)``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a readable HDF5 file, or one without a neuroicl model config.
+    """
+    import h5py
+
+    path = os.fspath(filepath)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise ValueError(f"{path} is not a readable HDF5 file ({err})") from err
+    with f:
+        if "neuroicl_class" not in f.attrs or "neuroicl_config" not in f.attrs \
+                or "weights" not in f:
+            raise ValueError(
+                f"{path} holds no neuroicl model config (attributes neuroicl_class and "
+                "neuroicl_config); write models with ICLModel.save('model.h5')"
+            )
+        return (_to_str(f.attrs["neuroicl_class"]),
+                json.loads(_to_str(f.attrs["neuroicl_config"])))
 
 
 def _to_str(value):
