@@ -25,21 +25,18 @@ import os
 import re
 import sys
 
-ATLAS, FEWSHOT, IDENTITY = "context average", "few-shot U-Net", "identity"
-BLANK_TARGET = " | blank target"
+from neuroicl_tf.evaluation import report
+
+ATLAS, FEWSHOT, IDENTITY = report.ATLAS, report.FEWSHOT, report.IDENTITY
 BASELINES = (ATLAS, FEWSHOT, IDENTITY)
+BLANK_TARGET = report.ABLATION_SEPARATOR + "blank target"
 
 
 def read_csv(path):
     """Cell means ``{(task, method, L): mean}`` and ``{task: metric}`` from a scores CSV."""
-    import csv
-    groups, metrics = {}, {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            key = (row["task"], row["method"], int(row["L"]))
-            groups.setdefault(key, []).append(float(row["value"]))
-            metrics[row["task"]] = row["metric"]
-    return {k: sum(v) / len(v) for k, v in groups.items()}, metrics
+    rows = report.read_scores(path)
+    means = {key: mean for key, (mean, _, _) in report.summarise(rows).items()}
+    return means, {row["task"]: row["metric"] for row in rows}
 
 
 _SECTION = re.compile(r"^## (\S+) \((Dice|PSNR, dB)\)\s*$")
