@@ -268,10 +268,13 @@ def _read_init(config):
     from .predict.models import resolve_model
 
     try:
-        config.init = resolve_model(config.init)
+        config.init = resolve_model(config.init, option="init")
+    except (OSError, ValueError) as err:
+        raise TrainConfigError(str(err)) from None
+    try:
         class_name, saved = read_header(config.init)
     except (OSError, ValueError) as err:
-        raise TrainConfigError(f"init: {err}".replace("--model: ", "")) from None
+        raise TrainConfigError(f"init: {err}") from None
     if class_name not in _FAMILIES:
         raise TrainConfigError(f"init: {config.init} holds a {class_name}, which neuroicl-train "
                                f"does not train (it trains {sorted(_FAMILIES)})")

@@ -34,13 +34,14 @@ DEFAULT_MODELS = {"default-2d": "default-2d.h5", "default-3d": "default-3d.h5"}
 DEFAULT_SIZE = {2: (192, 192), 3: (128, 128, 128)}
 
 
-def resolve_model(name):
+def resolve_model(name, option="--model"):
     """The ``.h5`` file of a model name.
 
     Args:
         name: ``"default-2d"``, ``"default-3d"`` (trained defaults under
             ``neuroicl_tf/weights/``) or a path to an ``ICLModel`` ``.h5`` file (e.g. the
             ``model.h5`` of a ``neuroicl-train`` run).
+        option: how the error messages name the setting that gave ``name``.
 
     Returns:
         The absolute path of the file.
@@ -55,15 +56,15 @@ def resolve_model(name):
         path = os.path.join(WEIGHTS_DIR, DEFAULT_MODELS[name])
         if not os.path.isfile(path):
             raise FileNotFoundError(
-                f"--model {name}: the trained default weights are not installed (looked for "
+                f"{option} {name}: the trained default weights are not installed (looked for "
                 f"{path}); reinstall the package, or train a model with neuroicl-train and "
-                "pass --model RUN/model.h5"
+                f"pass {option} RUN/model.h5"
             )
         return path
     if not os.path.isfile(name):
-        raise FileNotFoundError(f"--model: no such model file: {name}")
+        raise FileNotFoundError(f"{option}: no such model file: {name}")
     if not name.endswith(".h5"):
-        raise ValueError(f"--model: expected default-2d, default-3d or an ICLModel .h5 file "
+        raise ValueError(f"{option}: expected default-2d, default-3d or an ICLModel .h5 file "
                          f"(neuroicl-train's model.h5), got {name}")
     return os.path.abspath(name)
 
