@@ -227,7 +227,8 @@ def test_verdicts():
 
 
 def test_make_sources_reproduces_the_training_split():
-    from neuroicl_tf.training import TrainConfig, _subjects
+    from neuroicl_tf.training import TrainConfig
+    from neuroicl_tf.training.episodes import _subjects
 
     for kwargs in ({"mni": 6}, {"procedural": 6}):
         config = TrainConfig(out="unused", holdout=2, seed=4, shape=(32, 32), ndims=2, **kwargs)
