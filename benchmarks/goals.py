@@ -95,7 +95,8 @@ def _mean(values):
 
 def goals(means, metrics):
     """The goal figures per model: a dict model -> dict of figures."""
-    models = sorted({m for (_, m, _) in means if m not in BASELINES and " | " not in m})
+    models = sorted({m for (_, m, _) in means
+                     if m not in BASELINES and report.ABLATION_SEPARATOR not in m})
     out = {}
     for model in models:
         seg = [t for t, m in metrics.items() if m == "dice" and t.startswith("seg_")]

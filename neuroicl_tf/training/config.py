@@ -58,7 +58,6 @@ def parse_context_size(value):
     return lo, hi
 
 
-
 @dataclasses.dataclass
 class TrainConfig:
     """Everything that defines a run; saved as JSON beside the checkpoints."""
