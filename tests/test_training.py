@@ -219,7 +219,8 @@ def test_interrupted_run_leaves_a_checkpoint_that_resumes(tmp_path):
     code = f"""
         from neuroicl_tf.training import train
         kwargs = {TINY!r}
-        kwargs.update(steps=400, val_every=400, checkpoint_every=400)
+        # More steps than any machine runs before the signal: the run must be stopped by it.
+        kwargs.update(steps=10 ** 7, val_every=400, checkpoint_every=400)
         try:
             train({str(out)!r}, **kwargs)
         except KeyboardInterrupt:
