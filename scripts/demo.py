@@ -51,9 +51,9 @@ def _body(argv):
     print(f"\nDone in {summary['seconds']} s: {summary['what']}.")
     print(f"Mean Dice over {summary['episodes']} held-out episodes (L = "
           f"{summary['context_size']}):")
-    print(f"  model                              {dice['model']}")
-    print(f"  context-label average (baseline)   {dice['atlas']}")
-    print(f"  model with a blank target image    {dice['model_blank_target']}")
+    print(f"  model                              {dice['model']:.3f}")
+    print(f"  context-label average (baseline)   {dice['atlas']:.3f}")
+    print(f"  model with a blank target image    {dice['model_blank_target']:.3f}")
     if dice["model"] <= dice["atlas"] or dice["model"] - dice["model_blank_target"] < 0.05:
         print("  The model does not clearly beat the baseline or the blank-target ablation: it "
               "does not read the target image well (docs/model_card.md says how far the "
