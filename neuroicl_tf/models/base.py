@@ -21,6 +21,7 @@ The spatial sizes must be divisible by :meth:`ICLModel.size_divisor`, by default
 ``channels`` list argument (override the method if a subclass differs).
 """
 
+import contextlib
 import functools
 import inspect
 import json
@@ -390,10 +391,7 @@ class ICLModel(tf.keras.Model):
             if not isinstance(model, cls):
                 raise ValueError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
             return model
-        class_name, config = read_header(path)
-        import h5py
-
-        with h5py.File(path, "r") as f:
+        with _open_model_file(path) as (f, class_name, config):
             group = f["weights"]
             names = sorted(group.keys())
             values = [group[k][()] for k in names]
@@ -428,11 +426,18 @@ def read_header(filepath):
         FileNotFoundError: no such file.
         ValueError: not a readable HDF5 file, or one without a neuroicl model config.
     """
-    import h5py
-
     path = os.fspath(filepath)
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file not found: {path}")
+    with _open_model_file(path) as (_, class_name, config):
+        return class_name, config
+
+
+@contextlib.contextmanager
+def _open_model_file(path):
+    """Open a model file once: yields ``(h5py.File, class_name, config)``, header checked."""
+    import h5py
+
     try:
         f = h5py.File(path, "r")
     except OSError as err:
@@ -444,8 +449,8 @@ def read_header(filepath):
                 f"{path} holds no neuroicl model config (attributes neuroicl_class and "
                 "neuroicl_config); write models with ICLModel.save('model.h5')"
             )
-        return (_to_str(f.attrs["neuroicl_class"]),
-                json.loads(_to_str(f.attrs["neuroicl_config"])))
+        yield (f, _to_str(f.attrs["neuroicl_class"]),
+               json.loads(_to_str(f.attrs["neuroicl_config"])))
 
 
 def _to_str(value):
