@@ -28,7 +28,7 @@ import sys
 from neuroicl_tf.evaluation import report
 
 ATLAS, FEWSHOT, IDENTITY = report.ATLAS, report.FEWSHOT, report.IDENTITY
-BASELINES = (ATLAS, FEWSHOT, IDENTITY)
+BASELINES = report.BASELINES
 BLANK_TARGET = report.ABLATION_SEPARATOR + "blank target"
 
 
